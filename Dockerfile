@@ -26,8 +26,16 @@ USER 1000
 FROM base AS train
 CMD ["papermill", "nbs/train.ipynb", "outputs/demo/train.ipynb", "-f", "params/demo.yaml"]
 
+# The prediction service: mount a run folder (it must be writable by uid 1000 for the prediction log) and
+#   docker build --target serve -t aidetect-serve .
+#   docker run -p 8000:8000 -v "$PWD/outputs/demo:/app/outputs/demo" aidetect-serve
+# For ONNX Runtime, give the whole command after the image name:
+#   docker run -p 8000:8000 -v "$PWD/outputs/demo:/app/outputs/demo" aidetect-serve \
+#       aidetect serve --checkpoint /app/outputs/demo --host 0.0.0.0 --port 8000 --backend onnx
 FROM base AS serve
 EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 CMD ["aidetect", "serve", "--checkpoint", "/app/outputs/demo", "--host", "0.0.0.0", "--port", "8000"]
 
 # The default target (a plain `docker build`) is the training image.

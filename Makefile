@@ -7,7 +7,7 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PARAMS  ?= params/demo.yaml
 OUT     ?= outputs/demo
 
-.PHONY: demo test setup setup-dev lint sync nbtest nbval pytest clean
+.PHONY: demo test setup setup-dev setup-browser lint sync nbtest nbval pytest clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,7 +30,14 @@ demo: setup  ## train on the bundled demo dataset with papermill; the record lan
 	$(BIN)/papermill nbs/train.ipynb $(OUT)/train.ipynb -f $(PARAMS) -p out_dir $(OUT)
 	@cat $(OUT)/metrics.json | $(BIN)/python -c "import json,sys; m=json.load(sys.stdin); print({k: round(m[k], 4) for k in ('val_acc', 'val_auc', 'val_f1')})"
 
-test: setup-dev lint sync nbtest nbval pytest  ## everything CI runs
+test: setup-dev setup-browser lint sync nbtest nbval pytest  ## everything CI runs
+
+# The serving tests drive Debian's headless Chromium through Selenium and /usr/bin/chromedriver: nothing is
+# downloaded at test time. Idempotent: installs only when either binary is missing (as root, or with sudo).
+setup-browser:  ## install chromium and chromedriver from apt for tests/test_serve.py
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium and chromedriver are installed"; \
+	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; fi
 
 lint:
 	$(BIN)/ruff check aidetect tests nbs
