@@ -64,3 +64,15 @@ def test_console_script(tmp_path, tiny_demo):
     assert (tmp_path / "run/best.safetensors").exists()
     bad = subprocess.run(["aidetect", "train", "-p", "lr", "0"], capture_output=True, text=True)
     assert bad.returncode != 0 and "lr" in bad.stderr
+
+
+def test_notebook_parameters_match_trainconfig():
+    """train.ipynb's parameters cell lists every TrainConfig field with the same default (one source of truth)."""
+    import ast
+
+    from aidetect.train import TrainConfig
+
+    params = pm.inspect_notebook(ROOT / "nbs/train.ipynb")
+    defaults = TrainConfig().to_dict()
+    assert set(params) == set(defaults)
+    assert {name: ast.literal_eval(p["default"]) for name, p in params.items()} == defaults

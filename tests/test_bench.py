@@ -1,0 +1,35 @@
+"""The benchmark notebook and `aidetect bench` / `aidetect prepare` run with tiny parameters and write their figures."""
+import json
+import subprocess
+from pathlib import Path
+
+import papermill as pm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_notebook_writes_the_ratios(tmp_path, tiny_demo):
+    out = tmp_path / "bench.json"
+    pm.execute_notebook(ROOT / "nbs/bench.ipynb", tmp_path / "bench.ipynb", cwd=ROOT, progress_bar=False,
+                        parameters=dict(data=str(tiny_demo), arch="test_resnet", img_size=32, batch_size=8,
+                                        device="cpu", steps=2, warmup=1, workers=1, jpeg_workers=0,
+                                        prepare_workers="1,2", out=str(out)))
+    result = json.loads(out.read_text())
+    run = result["runs"][0]
+    assert run["ceiling_img_s"] > 0 and run["cache_img_s"] > 0 and run["jpeg_img_s"] > 0
+    assert abs(run["b_over_c"] - run["cache_img_s"] / run["jpeg_img_s"]) < 1e-2
+    assert set(result["prepare_img_per_s"]) == {"1", "2"} and result["n_images"] == 64
+
+
+def test_cli_prepare_and_bench(tmp_path, tiny_demo):
+    cache = tmp_path / "cache"
+    done = subprocess.run(["aidetect", "prepare", "--data", str(tiny_demo), "--size", "32", "--out", str(cache),
+                           "--workers", "2", "-q"], check=True, capture_output=True, text=True)
+    assert "64 images" in done.stdout and (cache / "images.u8").stat().st_size == 64 * 3 * 32 * 32
+    subprocess.run(["aidetect", "bench", "--data", str(tiny_demo), "--arch", "test_resnet", "--img-size", "32",
+                    "--batch-size", "8", "--device", "cpu", "--steps", "1", "--warmup", "1", "--workers", "0",
+                    "--jpeg-workers", "0", "--prepare-workers", "", "--no-jpeg", "--cache", str(cache),
+                    "--out", str(tmp_path / "b.json")], check=True, capture_output=True)
+    assert "jpeg_img_s" not in json.loads((tmp_path / "b.json").read_text())["runs"][0]
+    bad = subprocess.run(["aidetect", "bench", "--compile", "sometimes"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "compile" in bad.stderr
