@@ -57,10 +57,10 @@ nbtest:
 	PATH=$(BIN):$$PATH nbdev-test --n-workers 2 --skip-file-re '$(EXPERIMENTS)'
 
 nbval:
-	$(BIN)/pytest -q -p no:cacheprovider --nbval $$(ls nbs/[0-9]*.ipynb)
+	PATH=$(BIN):$$PATH $(BIN)/pytest -q -p no:cacheprovider --nbval $$(ls nbs/[0-9]*.ipynb)
 
 pytest:
-	$(BIN)/pytest -q tests
+	PATH=$(BIN):$$PATH $(BIN)/pytest -q tests
 
 clean:
 	rm -rf $(VENV) outputs/* _docs _proc nbs/_proc
