@@ -2,7 +2,7 @@
 # with `--target serve`, the prediction service.
 #   docker build -t aidetect .
 #   docker run --gpus all -v "$PWD/outputs:/app/outputs" aidetect \
-#       papermill nbs/train.ipynb outputs/demo/train.ipynb -f params/demo.yaml -p device cuda
+#       aidetect train -f params/demo.yaml -p device cuda
 FROM python:3.11-slim AS base
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -24,7 +24,8 @@ RUN useradd --create-home --uid 1000 aidetect && mkdir -p outputs .cache && chow
 USER 1000
 
 FROM base AS train
-CMD ["papermill", "nbs/train.ipynb", "outputs/demo/train.ipynb", "-f", "params/demo.yaml"]
+# papermill writes the executed notebook into the run folder, which must exist (outputs/ may be a mounted volume).
+CMD ["sh", "-c", "mkdir -p outputs/demo && exec papermill nbs/train.ipynb outputs/demo/train.ipynb -f params/demo.yaml"]
 
 # The prediction service: mount a run folder (it must be writable by uid 1000 for the prediction log) and
 #   docker build --target serve -t aidetect-serve .
