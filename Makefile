@@ -17,13 +17,18 @@ $(VENV)/.torch: $(BIN)/python
 	$(BIN)/pip install $(TORCH)
 	touch $@
 
-setup: $(VENV)/.torch  ## install aidetect (editable) with its runtime dependencies
+# Stamps: the editable install is redone only when pyproject.toml changes (code changes need no reinstall).
+setup: $(VENV)/.installed  ## install aidetect (editable) with its runtime dependencies
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
 
-setup-dev: $(VENV)/.torch  ## install aidetect with the test, docs and serving tools
+setup-dev: $(VENV)/.installed-dev  ## install aidetect with the test, docs and serving tools
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install -e ".[dev,serve]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@ $(VENV)/.installed
 
 demo: setup  ## train on the bundled demo dataset with papermill; the record lands in $(OUT)
 	mkdir -p $(OUT)
