@@ -7,7 +7,6 @@ Docs: https://aidetect.github.io/aidetect/bench.html.md"""
 # %% ../nbs/07_bench.ipynb #33a25a0e
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -25,28 +24,29 @@ import torch
 from PIL import Image
 from timm.optim import create_optimizer_v2
 
-from .cache import CacheLoader, ImageCache, prepare_cache
+from .cache import ImageCache, prepare_cache
 from .data import Preprocess, read_dataset, real_photos, resolve_data
-from .evaluate import make_loader
-from .model import atomic_write, create_detector, get_device, memory_format
+from .loader import create_loader
+from .model import create_detector
+from .utils import atomic_write, get_device, memory_format
 from .train import train_one_epoch
 
 # %% auto #0
-__all__ = ['time_training', 'prepare_speed', 'bench', 'format_bench', 'make_photo_dataset', 'bench_cli']
+__all__ = ['time_training', 'prepare_speed', 'bench', 'format_bench', 'make_photo_dataset']
 
 # %% ../nbs/07_bench.ipynb #7f162ae0
 class _Timed:
-    "Wrap a loader: synchronise the device and start the clock just before batch `warmup` is fetched."
+    "Wrap a loader: start the clock (device synchronised) before batch `warmup`; count the images after it."
     def __init__(self, loader, warmup: int, device: torch.device):
-        self.loader, self.warmup, self.device, self.t0 = loader, warmup, device, None
+        self.loader, self.warmup, self.device, self.t0, self.images = loader, warmup, device, None, 0
 
     def __len__(self) -> int: return len(self.loader)
 
     def __iter__(self):
-        it = iter(self.loader)
-        for i in range(len(self.loader)):
+        for i, (x, y) in enumerate(self.loader):
             if i == self.warmup: self.t0 = _sync_clock(self.device)
-            yield next(it)
+            if i >= self.warmup: self.images += len(y)
+            yield x, y
 
 def _sync_clock(device: torch.device) -> float:
     if device.type == "cuda": torch.cuda.synchronize(device)
@@ -71,11 +71,7 @@ def time_training(model, loader, optimizer, preprocess: Preprocess, device: torc
     stats = train_one_epoch(model, timed, optimizer, None, preprocess, device, epoch=0, progress=False)
     seconds = _sync_clock(device) - timed.t0
     if not np.isfinite(stats["loss"]): raise RuntimeError(f"training diverged while timing (loss {stats['loss']})")
-    steps = len(loader) - warmup
-    return steps * _batch_size(loader) / seconds
-
-def _batch_size(loader) -> int:
-    return loader.batches[0][1].shape[0] if isinstance(loader, _Synthetic) else loader.batch_size
+    return timed.images / seconds
 
 # %% ../nbs/07_bench.ipynb #4da1b006
 def prepare_speed(root: Path, img_size: int, mode: str, workers: list[int], folder: Path,
@@ -99,12 +95,27 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda": return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
-def bench(data: str | os.PathLike = "demo", arch: str = "resnet10t", img_size: int = 64, batch_size: int = 256,
-          device: str = "auto", steps: int = 20, warmup: int = 3, workers: int = 4, jpeg_workers: int | None = None,
-          compile: str = "off", mode: str = "crop", prepare_workers: list[int] = (1, 2), cache: str | None = None,
-          jpeg: bool = True, out: str | os.PathLike | None = None) -> dict:
-    "Measure (a) the compute ceiling, (b) training from the cache and (c) from JPEGs; write the results to `out`."
+def bench(data: str = "demo",              # 'demo' or a dataset folder
+          arch: str = "resnet10t",          # any timm model name
+          img_size: int = 64,               # side of the training images
+          batch_size: int = 256,            # images per training step
+          device: str = "auto",             # 'auto', 'cpu', 'cuda', ...
+          steps: int = 20,                  # timed steps per path
+          warmup: int = 3,                  # untimed steps first (workers starting, autotuning, compiling)
+          workers: int = 4,                 # threads reading the cache
+          jpeg_workers: int | None = None,  # JPEG-decoding processes (default: all cores)
+          compile: str = "off",             # torch.compile: 'off', 'on' or 'both'
+          mode: str = "crop",               # 'crop' or 'resize', as in training
+          prepare_workers: str = "1,2",     # comma-separated worker counts to time `prepare` with ('' to skip)
+          cache: str | None = None,         # use (or prepare) this cache folder for (b)
+          jpeg: bool = True,                # also time (c), training from the JPEG files
+          out: str | None = None,           # write the results to this JSON file
+         ) -> dict:
+    "Training throughput: (a) the compute ceiling, (b) from the cache, (c) from the JPEG files."
     if compile not in ("off", "on", "both"): raise ValueError(f"compile must be off, on or both, got {compile!r}")
+    try: prepare_workers = [int(w) for w in str(prepare_workers).split(",") if w.strip()]
+    except ValueError:
+        raise ValueError(f"prepare_workers: expected numbers like '1,2', got {prepare_workers!r}") from None
     if steps < 1 or warmup < 1: raise ValueError("steps and warmup must be at least 1")
     dev, root = get_device(device), resolve_data(data)
     if dev.type == "cuda": torch.backends.cudnn.benchmark = True
@@ -131,14 +142,13 @@ def bench(data: str | os.PathLike = "demo", arch: str = "resnet10t", img_size: i
             run = dict(compile=setting == "on")
             run["ceiling_img_s"] = time_training(net, _Synthetic(warmup + steps, batch_size, img_size, dev),
                                                  optimizer, preprocess, dev, warmup)
-            rows = np.resize(good.cache_index.to_numpy(), n)
-            loader = CacheLoader(prepared, rows, batch_size, img_size, dev, train=True,
-                                 generator=torch.Generator().manual_seed(0), workers=workers)
+            table = good.iloc[np.resize(np.arange(len(good)), n)].reset_index(drop=True)  # enough rows for every step
+            loader = create_loader(table, preprocess, batch_size, train=True, cache=prepared, device=dev,
+                                   workers=workers, generator=torch.Generator().manual_seed(0))
             run["cache_img_s"] = time_training(net, loader, optimizer, preprocess, dev, warmup)
             if jpeg and setting == "off":
-                table = good.iloc[np.resize(np.arange(len(good)), n)].reset_index(drop=True)
-                loader = make_loader(table, preprocess, batch_size, jpeg_workers, train=True,
-                                     generator=torch.Generator().manual_seed(0), pin_memory=dev.type == "cuda")
+                loader = create_loader(table, preprocess, batch_size, train=True, device=dev, workers=jpeg_workers,
+                                       generator=torch.Generator().manual_seed(0))
                 run["jpeg_img_s"] = time_training(net, loader, optimizer, preprocess, dev, warmup)
                 run["b_over_c"] = run["cache_img_s"] / run["jpeg_img_s"]
             run["b_over_a"] = run["cache_img_s"] / run["ceiling_img_s"]
@@ -198,32 +208,3 @@ def make_photo_dataset(dest: str | os.PathLike, n: int = 6144, size: tuple[int, 
         names = [name for part in pool.map(_photo_job, jobs) for name in part]
     pd.DataFrame({"file_name": names, "label": [i % 2 for i in range(n)]}).to_csv(dest / "train.csv")
     return dest
-
-# %% ../nbs/07_bench.ipynb #88e532bc
-def bench_cli(argv: list[str]) -> dict:
-    "`aidetect bench [--data D] [--arch A] [--img-size N] [--batch-size B] [--device D] [--compile off|on|both] ...`."
-    ap = argparse.ArgumentParser("aidetect bench", description="Training throughput: ceiling, cache and JPEG paths.")
-    ap.add_argument("--data", default="demo", help="'demo' or a dataset folder")
-    ap.add_argument("--arch", default="resnet10t")
-    ap.add_argument("--img-size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--steps", type=int, default=20, help="timed steps per path")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    ap.add_argument("--workers", type=int, default=4, help="threads reading the cache")
-    ap.add_argument("--jpeg-workers", type=int, default=None, help="JPEG-decoding processes (default: all cores)")
-    ap.add_argument("--compile", default="off", choices=["off", "on", "both"])
-    ap.add_argument("--mode", default="crop", choices=["crop", "resize"])
-    ap.add_argument("--prepare-workers", default="1,2", help="comma-separated worker counts to time `prepare` with")
-    ap.add_argument("--cache", default=None, help="use (or prepare) this cache folder for (b)")
-    ap.add_argument("--no-jpeg", action="store_true", help="skip (c)")
-    ap.add_argument("--out", default=None, help="write the results to this JSON file")
-    args = ap.parse_args(argv)
-    try:
-        prep = [int(w) for w in args.prepare_workers.split(",") if w.strip()]
-        result = bench(args.data, args.arch, args.img_size, args.batch_size, args.device, args.steps, args.warmup,
-                       args.workers, args.jpeg_workers, args.compile, args.mode, prep, args.cache, not args.no_jpeg,
-                       args.out)
-    except (ValueError, OSError) as e: sys.exit(f"aidetect bench: {e}")
-    print(format_bench(result))
-    return result

@@ -37,7 +37,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .data import Preprocess, to_rgb
-from .model import Detector, atomic_write, checkpoint_path, prob_to_label, read_checkpoint_meta
+from .model import Detector, checkpoint_path, prob_to_label, read_checkpoint_meta
+from .utils import atomic_write
 
 # %% auto #0
 __all__ = ['MiB', 'ENDPOINTS', 'LATENCY_BUCKETS', 'ERRORS', 'ERROR_RESPONSES', 'INDEX_HTML', 'ServeSettings', 'RequestError',
