@@ -27,8 +27,8 @@ from .data import (Preprocess, cache_dir, image_problem, load_image, read_datase
 from .utils import atomic_write, batch_positions
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'cache_key', 'default_cache_path', 'ImageCache', 'prepare_cache', 'epoch_plan', 'crop_flip',
-           'gaussian_blur', 'jpeg_recompress', 'augment_batch', 'CacheLoader']
+__all__ = ['CACHE_VERSION', 'cache_key', 'default_cache_path', 'chunk_digest', 'ImageCache', 'prepare_cache', 'epoch_plan',
+           'crop_flip', 'gaussian_blur', 'jpeg_recompress', 'augment_batch', 'CacheLoader']
 
 # %% ../nbs/03_cache.ipynb #7611961f
 CACHE_VERSION = 2  # 2: channels-first layout
@@ -50,6 +50,10 @@ def default_cache_path(root: str | os.PathLike, split: str, size: int, mode: str
     return cache_dir() / "prepared" / f"{root.name}-{tag}-{split}-{mode}{int(size)}"
 
 # %% ../nbs/03_cache.ipynb #35c5e715
+def chunk_digest(rows: np.ndarray) -> str:
+    "A checksum of consecutive cached images (BLAKE2b of their bytes)."
+    return hashlib.blake2b(np.ascontiguousarray(rows), digest_size=16).hexdigest()
+
 _WORKER: dict = {}
 
 def _open_worker(folder: str, n: int, size: int, mode: str):
@@ -60,17 +64,19 @@ def _fixed_size(pp: Preprocess, path: str) -> np.ndarray:
     "The `3×S×S` uint8 array that `pp.eval` makes of the image at `path`: the cache holds what prediction sees."
     return pp.eval(load_image(path)).numpy()
 
-def _decode_chunk(job: tuple[int, list[str]]) -> tuple[int, dict[str, str], float, float]:
-    "Decode images `start, start+1, ...` (their `paths`) into the cache; return the unusable ones and the times."
-    start, paths = job
+def _decode_chunk(job: tuple[int, list[str], dict[str, str]]) -> tuple[int, dict[str, str], str, float, float]:
+    "Decode images `start, start+1, ...` (their `paths`, but not those `flagged`) into the cache."
+    start, paths, flagged = job
     t0 = time.perf_counter()
-    images, pp, bad = _WORKER["images"], _WORKER["pp"], {}
+    images, pp, bad = _WORKER["images"], _WORKER["pp"], dict(flagged)
     for i, path in enumerate(paths):
+        if path in flagged: images[start + i] = 0; continue  # never opened: outside the folder, conflicting labels
         try: images[start + i] = _fixed_size(pp, path)
         except (OSError, ValueError) as e:
             images[start + i] = 0
             bad[path] = image_problem(path) or f"unreadable: {e}"
-    return start, bad, t0, time.perf_counter()  # no msync: written pages outlive a crash of the process
+    digest = chunk_digest(images[start:start + len(paths)])
+    return start, bad, digest, t0, time.perf_counter()  # no msync: written pages outlive a crash of the process
 
 # %% ../nbs/03_cache.ipynb #ee572be2
 @contextmanager
@@ -99,24 +105,43 @@ class ImageCache:
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> ImageCache:
-        "Open the prepared cache in folder `root`."
+        "Open the prepared cache in folder `root`, checking that its files agree with each other."
         root = Path(root)
         meta = _read_json(root / "meta.json")
         if meta is None: raise FileNotFoundError(f"cache: no prepared cache in {root} (run `aidetect prepare`)")
         if not meta.get("complete"):
             raise ValueError(f"cache: {root} is incomplete (interrupted?); run `aidetect prepare` again to resume it")
+        if problem := _damage(root, meta):
+            raise ValueError(f"cache: {root} is damaged: {problem}; run `aidetect prepare` again (it rebuilds)")
         n, s = int(meta["n"]), int(meta["size"])
-        f = root / "images.u8"
-        found = f.stat().st_size if f.exists() else 0
-        if found != n * s * s * 3:
-            raise ValueError(f"cache: {f} is corrupt: {found} bytes, expected {n * s * s * 3} ({n}x3x{s}x{s}); "
-                             "delete the folder and prepare it again")
         table = pd.read_csv(root / "table.csv", keep_default_na=False, dtype={"group": str})
-        bad = _read_bad(root)
         table["ok"] = np.fromfile(root / "state.u8", np.uint8) == 1
-        return cls(root, meta, table, np.memmap(f, np.uint8, "r", shape=(n, 3, s, s)), bad)
+        images = np.memmap(root / "images.u8", np.uint8, "r", shape=(n, 3, s, s))
+        return cls(root, meta, table, images, _read_bad(root))
 
     def __len__(self) -> int: return len(self.table)
+
+    def check_rows(self, rows) -> None:
+        "Verify the checksums of the chunks holding `rows`, each once; a damaged chunk stops with a message."
+        if not hasattr(self, "_sums"):
+            self._sums, self._verified = _read_checksums(self.root), set()
+            self._starts = np.array(sorted(self._sums), dtype=np.int64)
+        chunks = set(self._starts[np.searchsorted(self._starts, np.asarray(rows), "right") - 1].tolist())
+        for start in chunks - self._verified:
+            count, expected = self._sums[start]
+            if chunk_digest(self.images[start:start + count]) != expected: self._mark_damaged(start, count)
+            self._verified.add(start)
+
+    def _mark_damaged(self, start: int, count: int):
+        "Mark rows `start:start+count` for decoding again, then stop."
+        try:
+            state = np.memmap(self.root / "state.u8", np.uint8, "r+", shape=(len(self),))
+            state[start:start + count] = 0; state.flush()
+            _write_json(self.root / "meta.json", {**self.meta, "complete": False})
+            what = "they are marked to be decoded again: run `aidetect prepare` (or the training) again to repair it"
+        except OSError: what = "delete the folder and prepare it again"
+        raise ValueError(f"cache: {self.root / 'images.u8'} rows {start}-{start + count - 1} do not match their "
+                         f"checksum (the file was changed or damaged); {what}")
 
     def good(self) -> pd.DataFrame:
         "The usable rows of the source table, with `cache_index`, the row of each in `images`."
@@ -125,6 +150,25 @@ class ImageCache:
 
     def __repr__(self) -> str:
         return f"ImageCache({self.root}, {len(self)} images of {self.size}px ({self.mode}), {len(self.bad)} bad)"
+
+def _damage(root: Path, meta: dict) -> str | None:
+    "What is wrong with the files of the cache in `root` described by `meta`, or `None`."
+    n, s = int(meta["n"]), int(meta["size"])
+    sizes = {"images.u8": n * 3 * s * s, "state.u8": n}
+    for name, expected in sizes.items():
+        found = (root / name).stat().st_size if (root / name).exists() else 0
+        if found != expected: return f"{name} has {found} bytes, expected {expected}"
+    try: rows = len(pd.read_csv(root / "table.csv", usecols=["path"]))
+    except (OSError, ValueError) as e: return f"table.csv cannot be read ({e})"
+    return None if rows == n else f"table.csv lists {rows} images, expected {n}"
+
+def _read_checksums(root: Path) -> dict[int, tuple[int, str]]:
+    "Chunk start → (row count, checksum), from `checksums.jsonl` (the last line of a chunk wins)."
+    f, sums = root / "checksums.jsonl", {}
+    for line in f.read_text().splitlines() if f.exists() else []:
+        try: c = json.loads(line); sums[int(c["start"])] = (int(c["count"]), c["blake2b"])
+        except (ValueError, KeyError): pass  # a line cut by a crash: its chunk is redone
+    return sums
 
 def _read_bad(root: Path) -> dict[str, str]:
     f = root / "bad.jsonl"
@@ -138,11 +182,11 @@ def _read_bad(root: Path) -> dict[str, str]:
 # %% ../nbs/03_cache.ipynb #837f1367
 def prepare_cache(data: str | os.PathLike, split: str = "train", size: int = 224, mode: str = "crop",
                   out: str | os.PathLike | None = None, workers: int | None = None, chunk_size: int = 256,
-                  progress: bool = True, on_chunk=None) -> ImageCache:
+                  progress: bool = True, on_chunk=None, allow_outside: bool = False) -> ImageCache:
     "Decode `data`'s `split` once into a cache of `size`x`size` uint8 images (`mode` 'crop' or 'resize')."
     Preprocess(size, mode)  # checks size and mode
     root = resolve_data(data)
-    df = read_dataset(root, split)
+    df = read_dataset(root, split, allow_outside)
     if "label" not in df: df["label"] = -1
     out = Path(out) if out else default_cache_path(root, split, size, mode)
     workers = max(1, int(workers or os.cpu_count() or 1))
@@ -154,12 +198,15 @@ def _prepare_locked(df, out: Path, size: int, mode: str, split: str, root: Path,
     key, n = cache_key(df, size, mode), len(df)
     meta = _read_json(out / "meta.json")
     images = out / "images.u8"
-    if meta and meta.get("key") == key and images.exists() and images.stat().st_size == n * size * size * 3:
+    problem = None if meta is None else ("the source list or the transform changed" if meta.get("key") != key
+                                         else _damage(out, meta))
+    if meta and not problem:
         if meta.get("complete"): return ImageCache.open(out)
         print(f"Resuming the preparation of {out}")
     else:
-        if meta: print(f"Rebuilding {out}: the source list or the transform changed")
-        for name in ("meta.json", "images.u8", "state.u8", "bad.jsonl", "table.csv", "bad_files.csv"):
+        if meta: print(f"Rebuilding {out}: {problem}")
+        for name in ("meta.json", "images.u8", "state.u8", "bad.jsonl", "checksums.jsonl", "table.csv",
+                     "bad_files.csv"):
             (out / name).unlink(missing_ok=True)
         with open(images, "wb") as f: f.truncate(n * size * size * 3)
         np.zeros(n, np.uint8).tofile(out / "state.u8")
@@ -170,7 +217,9 @@ def _prepare_locked(df, out: Path, size: int, mode: str, split: str, root: Path,
         _write_json(out / "meta.json", meta)
     state = np.memmap(out / "state.u8", np.uint8, "r+", shape=(n,))
     starts = [s for s in range(0, n, chunk_size) if (state[s:s + chunk_size] == 0).any()]
-    jobs = [(s, df.path.iloc[s:s + chunk_size].tolist()) for s in starts]
+    flagged = df.attrs.get("bad", {})
+    jobs = [(s, paths, {p: flagged[p] for p in paths if p in flagged})
+            for s in starts for paths in [df.path.iloc[s:s + chunk_size].tolist()]]
     wall, busy, done = _decode_jobs(jobs, out, n, size, mode, state, workers, progress, on_chunk)
     meta.update(complete=True, workers=workers, decoded=done, wall_seconds=wall, decode_seconds=busy,
                 decode_img_per_s=done / busy if busy else None)
@@ -184,22 +233,23 @@ def _prepare_locked(df, out: Path, size: int, mode: str, split: str, root: Path,
 def _decode_jobs(jobs, out: Path, n: int, size: int, mode: str, state, workers: int, progress: bool, on_chunk):
     "Run the decoding `jobs` on `workers` processes, marking finished chunks in `state`: (wall s, decoding s, images)."
     from tqdm.auto import tqdm
-    total = sum(len(p) for _, p in jobs)
+    total = sum(len(p) for _, p, _ in jobs)
     bar = tqdm(total=total, desc=f"preparing {out.name}", unit="img", disable=not progress or not total)
     t0, done, first, last = time.perf_counter(), 0, float("inf"), 0.0
-    args, paths = (str(out), n, size, mode), dict(jobs)
+    args, paths = (str(out), n, size, mode), {start: p for start, p, _ in jobs}
     if workers == 1 or len(jobs) <= 1:
         _open_worker(*args); results, pool = map(_decode_chunk, jobs), None
     else:
         pool = mp.get_context("fork").Pool(min(workers, len(jobs)), initializer=_open_worker, initargs=args)
         results = pool.imap_unordered(_decode_chunk, jobs)
     try:
-        with open(out / "bad.jsonl", "a") as bad_log:
-            for start, bad, t_start, t_end in results:
+        with open(out / "bad.jsonl", "a") as bad_log, open(out / "checksums.jsonl", "a") as sums:
+            for start, bad, digest, t_start, t_end in results:
                 first, last = min(first, t_start), max(last, t_end)
                 for p, why in bad.items(): bad_log.write(json.dumps({p: why}) + "\n")
-                bad_log.flush()
                 count = len(paths[start])
+                sums.write(json.dumps({"start": start, "count": count, "blake2b": digest}) + "\n")
+                bad_log.flush(); sums.flush()
                 state[start:start + count] = [2 if p in bad else 1 for p in paths[start]]
                 done += count; bar.update(count)
                 if on_chunk: on_chunk(start)
@@ -319,6 +369,7 @@ class CacheLoader:
         def read(b: int):
             pos = self._positions(b)
             rows = self.indices[plan["order"][pos]]
+            self.cache.check_rows(rows.numpy())  # each chunk of the file is verified when first read
             k = b % nbuf
             if events[k] is not None: events[k].synchronize()  # the last copy out of this buffer has finished
             x = bufs[k][:len(rows)]

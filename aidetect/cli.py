@@ -95,9 +95,10 @@ def predict(
                           dict(nargs=2, metavar=("DATA", "OUT_CSV"))] = None,
     device: str = "auto",  # 'auto', 'cpu', 'cuda', ...
 ) -> list[dict]:
-    "P(ai) and the label of each image, one JSON line each; or a Kaggle submission."
+    "P(ai) and the label of each image, one JSON line each (an error line for an unreadable one); or a submission."
     import pandas as pd
 
+    from aidetect.data import find_bad_images
     from aidetect.evaluate import predict_table, write_submission
     from aidetect.model import Detector, prob_to_label
     detector = Detector.load(checkpoint, device=device)
@@ -105,12 +106,15 @@ def predict(
         sub = write_submission(detector, *submission)
         print(f"wrote {len(sub)} predictions to {submission[1]}")
         return sub.to_dict("records")
-    missing = [p for p in images if not Path(p).is_file()]
-    if missing: raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
-    probs = predict_table(detector, pd.DataFrame({"path": list(images)}))  # batched, as in evaluation
-    rows = [{"file": path, "label": prob_to_label(p, detector.classes), "prob_ai": round(float(p), 6)}
-            for path, p in zip(images, probs, strict=True)]
+    images = [str(p) for p in images]
+    bad = find_bad_images(images)  # one unreadable file must not cost the others their answer
+    good = [p for p in images if p not in bad]
+    probs = dict(zip(good, predict_table(detector, pd.DataFrame({"path": good})), strict=True))  # batched
+    rows = [{"file": p, "error": bad[p]} if p in bad else
+            {"file": p, "label": prob_to_label(probs[p], detector.classes), "prob_ai": round(float(probs[p]), 6)}
+            for p in images]
     for row in rows: print(json.dumps(row))
+    if bad: raise ValueError(f"{len(bad)} of {len(images)} file(s) could not be read")
     return rows
 
 # %% ../nbs/11_cli.ipynb #40ad56a2

@@ -26,8 +26,9 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['CLASSES', 'IMAGE_EXTENSIONS', 'REAL_DIRS', 'FAKE_DIRS', 'DEMO_VERSION', 'to_rgb', 'load_image', 'image_problem',
-           'find_bad_images', 'report_bad_images', 'read_dataset', 'real_photos', 'synthesize_ai', 'make_demo_dataset',
-           'cache_dir', 'demo_dataset', 'resolve_data', 'split_train_val', 'Preprocess', 'ImageDataset']
+           'find_bad_images', 'report_bad_images', 'bad_images', 'read_dataset', 'real_photos', 'synthesize_ai',
+           'make_demo_dataset', 'cache_dir', 'demo_dataset', 'resolve_data', 'split_train_val', 'Preprocess',
+           'ImageDataset']
 
 # %% ../nbs/01_data.ipynb #22942976
 CLASSES = ("human", "ai")
@@ -91,7 +92,25 @@ def report_bad_images(bad: dict[str, str], out_dir: str | os.PathLike, show: int
     for p, why in list(bad.items())[:show]: print(f"  {p}: {why}")
     return out
 
+# %% ../nbs/01_data.ipynb #4a062f3f
+def bad_images(df: pd.DataFrame, workers: int | None = None, progress: bool = False) -> dict[str, str]:
+    "Every unusable row of a table from `read_dataset`: those the table itself flags, then files that do not decode."
+    flagged = dict(df.attrs.get("bad", {}))  # outside the folder, conflicting labels: never opened
+    return {**flagged, **find_bad_images([p for p in df.path if p not in flagged], workers, progress)}
+
 # %% ../nbs/01_data.ipynb #5ea009c6
+def _read_labels(csv: Path, labels: pd.Series, names: pd.Series) -> np.ndarray:
+    "`labels` as 0/1 integers, or a `ValueError` naming the csv line, the file and the first wrong value."
+    num = pd.to_numeric(labels, errors="coerce")
+    wrong = np.flatnonzero(~num.isin([0, 1]).to_numpy())  # 0.9 or 1.5 are wrong, not rounded; "ai" and NaN too
+    if len(wrong):
+        i, more = wrong[0], f" ({len(wrong)} rows in all)" if len(wrong) > 1 else ""
+        value = labels.iloc[i].item() if hasattr(labels.iloc[i], "item") else labels.iloc[i]  # 0.9, not np.float64(0.9)
+        raise ValueError(f"{csv}, line {i + 2} ({names.iloc[i]}): label {value!r} is not 0 (human) "
+                         f"or 1 (ai){more}")
+    return num.astype(int).to_numpy()
+
+# %% ../nbs/01_data.ipynb #0b570f77
 REAL_DIRS, FAKE_DIRS = ("real", "human", "0"), ("fake", "ai", "1")
 
 def _read_csv_table(csv: Path, path_col: str, label_col: str | None) -> pd.DataFrame:
@@ -100,8 +119,7 @@ def _read_csv_table(csv: Path, path_col: str, label_col: str | None) -> pd.DataF
     out = pd.DataFrame({"path": [str((csv.parent / f).resolve()) for f in df[path_col].astype(str)]})
     if label_col:
         if label_col not in df: raise ValueError(f"{csv} has no '{label_col}' column: it cannot be used for training")
-        out["label"] = df[label_col].astype(int).to_numpy()
-        if not out.label.isin([0, 1]).all(): raise ValueError(f"{csv}: labels must be 0 (human) or 1 (ai)")
+        out["label"] = _read_labels(csv, df[label_col], df[path_col])
     if "group" in df: out["group"] = df["group"].to_numpy()
     if path_col == "id": out["id"] = df["id"].astype(str).to_numpy()
     return out
@@ -119,23 +137,46 @@ def _read_class_folders(root: Path) -> pd.DataFrame:
             for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS]
     return pd.DataFrame(rows, columns=["path", "label"])
 
-# %% ../nbs/01_data.ipynb #8fdfd6b5
-def read_dataset(root: str | os.PathLike, split: str = "train") -> pd.DataFrame:
+# %% ../nbs/01_data.ipynb #3c266aff
+def _read_layout(root: Path, split: str) -> tuple[pd.DataFrame, Path]:
+    "The table of `split` at `root`, and the file or folder it came from."
+    if (root / f"{split}.csv").exists():
+        csv = root / f"{split}.csv"
+        if split != "test": return _read_csv_table(csv, "file_name", "label"), csv
+        df = _read_csv_table(csv, "id", "label" if "label" in pd.read_csv(csv, nrows=0) else None)
+        if "label" not in df and (root / "test_labels.csv").exists():  # an answer key, as the demo ships
+            df = df.merge(pd.read_csv(root / "test_labels.csv", dtype={"id": str}), on="id", how="left")
+        return df, csv
+    for base in (root / split, root) if split == "train" else (root / split,):  # bare REAL/ FAKE/ = training data
+        if len(_class_dirs(base)) == 2: return _read_class_folders(base), base
+    raise ValueError(f"{root} holds no labelled '{split}' data: expected {split}.csv (Kaggle layout) "
+                     f"or REAL/ and FAKE/ folders (optionally under {split}/)")
+
+# %% ../nbs/01_data.ipynb #6a4b470d
+def _check_table(df: pd.DataFrame, root: Path, source: Path, allow_outside: bool) -> pd.DataFrame:
+    "`df` with repeated files kept once and `attrs['bad']` naming the rows that must not be used."
+    bad = {}
+    if not allow_outside:
+        bad = {p: f"outside the dataset folder {root} (allow_outside=True reads it)" for p in df.path
+               if not Path(p).is_relative_to(root)}
+    if df.path.duplicated().any():
+        if "label" in df:
+            labels = df.groupby("path").label.nunique()
+            bad.update({p: "listed with both labels, 0 and 1" for p in labels[labels > 1].index})
+        warnings.warn(f"{source}: {df.path.duplicated().sum()} repeated row(s) of the same file; each file is "
+                      "used once", stacklevel=3)
+        df = df.drop_duplicates("path").reset_index(drop=True)
+    df.attrs["bad"] = bad
+    return df
+
+# %% ../nbs/01_data.ipynb #86e30b43
+def read_dataset(root: str | os.PathLike, split: str = "train", allow_outside: bool = False) -> pd.DataFrame:
     "Read the `split` ('train' or 'test') of a Kaggle-layout or folder-per-class dataset at `root` into a table."
     # Kaggle's test.csv has no labels; the demo adds an answer key, test_labels.csv, merged when present.
     root = Path(root)
     if not root.exists(): raise FileNotFoundError(f"dataset folder {root} does not exist")
-    if (root / f"{split}.csv").exists():
-        if split != "test": return _read_csv_table(root / f"{split}.csv", "file_name", "label")
-        has_labels = "label" in pd.read_csv(root / "test.csv", nrows=0)
-        df = _read_csv_table(root / "test.csv", "id", "label" if has_labels else None)
-        if "label" not in df and (root / "test_labels.csv").exists():  # an answer key, as the demo ships
-            df = df.merge(pd.read_csv(root / "test_labels.csv", dtype={"id": str}), on="id", how="left")
-        return df
-    for base in (root / split, root) if split == "train" else (root / split,):  # bare REAL/ FAKE/ = training data
-        if len(_class_dirs(base)) == 2: return _read_class_folders(base)
-    raise ValueError(f"{root} holds no labelled '{split}' data: expected {split}.csv (Kaggle layout) "
-                     f"or REAL/ and FAKE/ folders (optionally under {split}/)")
+    df, source = _read_layout(root, split)
+    return _check_table(df, root.resolve(), source, allow_outside)
 
 # %% ../nbs/01_data.ipynb #748e7752
 _PHOTOS = {"skimage": ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
@@ -274,6 +315,10 @@ def fit_size(self: Preprocess, img: Image.Image) -> Image.Image:
     w, h = img.size
     short = min(w, h)
     if short == self.img_size or (self.mode == "crop" and short > self.img_size): return img
+    if max(w, h) > 2 * short:  # keep the centre 2:1 (at most) of an extreme shape before scaling it
+        cw, ch = min(w, 2 * short), min(h, 2 * short)
+        img = img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+        w, h = img.size
     scale = self.img_size / short
     return img.resize((max(self.img_size, round(w * scale)), max(self.img_size, round(h * scale))),
                       Image.Resampling.BICUBIC, reducing_gap=None if scale > 1 else 3.0)

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from sklearn import metrics as skm
 
-from .data import CLASSES, find_bad_images, load_image, read_dataset, report_bad_images, resolve_data
+from .data import CLASSES, bad_images, load_image, read_dataset, report_bad_images, resolve_data
 from .loader import create_loader
 from .model import Detector
 from .utils import is_distributed
@@ -137,7 +137,7 @@ def write_submission(detector: Detector, data: str | os.PathLike, out_csv: str |
     test = read_dataset(resolve_data(data), "test")
     if "id" not in test: raise ValueError(f"data: {data} has no test.csv with an 'id' column")
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-    bad = find_bad_images(test.path)
+    bad = bad_images(test)
     report_bad_images(bad, Path(out_csv).parent)  # these get `unreadable_label`: a submission must list every id
     ok = ~test.path.isin(bad).to_numpy()
     labels = np.full(len(test), unreadable_label)
@@ -172,7 +172,7 @@ def evaluate_run(checkpoint: str,            # run folder (uses best.safetensors
     if "label" not in df or df.label.isna().any(): raise ValueError(f"data: the {split} split of {data} has no labels")
     out_dir = Path(out_dir or (checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent))
     out_dir.mkdir(parents=True, exist_ok=True)
-    bad = find_bad_images(df.path)
+    bad = bad_images(df)
     report_bad_images(bad, out_dir)
     df = df[~df.path.isin(bad)].reset_index(drop=True)
     metrics, _ = score_table(detector, df, out_dir, split, batch_size, num_workers, progress=True)

@@ -8,6 +8,7 @@ Docs: https://aidetect.github.io/aidetect/model.html.md"""
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,8 +24,8 @@ from .data import CLASSES, Preprocess, to_rgb
 from .utils import atomic_write, autocast, get_device, memory_format
 
 # %% auto #0
-__all__ = ['check_arch', 'create_detector', 'save_checkpoint', 'read_checkpoint_meta', 'checkpoint_path', 'load_checkpoint',
-           'prob_to_label', 'Detector']
+__all__ = ['check_arch', 'create_detector', 'tensors_sha256', 'save_checkpoint', 'read_checkpoint_meta', 'checkpoint_path',
+           'load_weights', 'load_checkpoint', 'prob_to_label', 'Detector']
 
 # %% ../nbs/02_model.ipynb #f828c867
 def check_arch(arch: str) -> str:
@@ -54,15 +55,25 @@ def create_detector(arch: str, pretrained: str | os.PathLike | None = None, num_
                              pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
 
 # %% ../nbs/02_model.ipynb #3b9a5f5b
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    "SHA-256 of named tensors: their names, dtypes, shapes and bytes."
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+# %% ../nbs/02_model.ipynb #0c8acc35
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> Path:
-    "Atomically write `model`'s weights and the JSON-able `meta` (arch, preprocess, ...) to a safetensors file."
+    "Atomically write `model`'s weights, their checksum and the JSON-able `meta` (arch, preprocess, ...)."
     model = getattr(model, "module", model)  # unwrap DDP / compile wrappers
     model = getattr(model, "_orig_mod", model)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    header = {"aidetect": json.dumps(meta, default=str)}
+    header = {"aidetect": json.dumps(meta, default=str), "aidetect_sha256": tensors_sha256(tensors)}
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
-# %% ../nbs/02_model.ipynb #8271c3c5
+# %% ../nbs/02_model.ipynb #3c1181eb
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     "The JSON metadata of an aidetect checkpoint, without loading its weights."
     from safetensors import safe_open
@@ -81,18 +92,31 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path
 
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    "The tensors of checkpoint `path`, checked against the checksum in its header and for finite values."
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f: expected = (f.metadata() or {}).get("aidetect_sha256")
+    if expected is None: raise ValueError(f"{path} carries no checksum of its weights: it cannot be trusted")
+    tensors = load_file(str(path))
+    if tensors_sha256(tensors) != expected:
+        raise ValueError(f"{path} is corrupt: its weights do not match the checksum in its header")
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad: raise ValueError(f"{path} has non-finite weights (NaN or inf) in {bad[:3]}")
+    return tensors
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     "Rebuild the model saved at `path` (a file or a run folder) and return it in eval mode with its metadata."
     path = checkpoint_path(path)
     meta = read_checkpoint_meta(path)
     model = create_detector(meta["arch"], num_classes=len(meta.get("classes", CLASSES)))
-    try: model.load_state_dict(load_file(str(path)))
+    try: model.load_state_dict(load_weights(path))
     except RuntimeError as e: raise ValueError(f"{path} does not fit arch {meta['arch']!r}: {e}") from e
     return model.to(device).eval(), meta
 
 # %% ../nbs/02_model.ipynb #4066b709
 def prob_to_label(prob: float, classes: tuple[str, ...] = CLASSES, threshold: float = 0.5) -> str:
     "The class name for P(ai) `prob`: the second class ('ai') at or above `threshold`."
+    if not 0 <= prob <= 1: raise ValueError(f"P(ai) must be a probability, got {prob}: the model or input is broken")
     return classes[int(prob >= threshold)]
 
 # %% ../nbs/02_model.ipynb #d717951c
@@ -118,7 +142,9 @@ class Detector:
         x = self.preprocess.normalize(batch.to(self.device, non_blocking=True))
         with autocast(self.device):
             logits = self.model(x.contiguous(memory_format=memory_format(self.device)))
-        return logits.float().softmax(-1)[:, 1].cpu()
+        probs = logits.float().softmax(-1)[:, 1].cpu()
+        if not torch.isfinite(probs).all(): raise ValueError("the model gave a non-finite P(ai): broken weights")
+        return probs
 
     def predict(self, images: list[Image.Image]) -> np.ndarray:
         "P(ai) for a list of PIL images of any mode and size."

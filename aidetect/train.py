@@ -8,13 +8,16 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
 import os
 import random
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,7 @@ from timm.scheduler import create_scheduler_v2
 from fastcore.basics import patch, str2bool
 
 from .cache import prepare_cache
-from .data import (CLASSES, Preprocess, find_bad_images, read_dataset, report_bad_images, resolve_data,
+from .data import (CLASSES, Preprocess, bad_images, read_dataset, report_bad_images, resolve_data,
                            split_train_val)
 from .evaluate import classification_metrics, plot_history, predict_loader, score_table
 from .loader import create_loader
@@ -36,8 +39,8 @@ from .utils import (atomic_write, autocast, barrier, broadcast_object, get_devic
                             is_distributed, memory_format)
 
 # %% auto #0
-__all__ = ['TrainConfig', 'load_params', 'project_root', 'resolve_run_dir', 'seed_everything', 'epoch_seed', 'epoch_generator',
-           'RunLogger', 'train_one_epoch', 'fit', 'show_run']
+__all__ = ['RUN_FILES', 'TrainConfig', 'load_params', 'project_root', 'resolve_run_dir', 'seed_everything', 'epoch_seed',
+           'epoch_generator', 'RunLogger', 'train_one_epoch', 'claim_run_dir', 'fit', 'show_run']
 
 # %% ../nbs/06_train.ipynb #36248cdc
 @dataclass
@@ -67,6 +70,7 @@ class TrainConfig:
     aug_jpeg: float = 0.0         # probability of a JPEG re-compression, applied on the device (cache only)
     compile: bool = False         # torch.compile the training model (minutes of warm-up; pays on long GPU runs)
     sync_bn: bool = False         # synchronise batch-norm statistics across GPUs under torchrun (CUDA only)
+    allow_outside: bool = False   # read images that train.csv places outside the dataset folder
 
     @classmethod
     def names(cls) -> list[str]: return [f.name for f in dataclasses.fields(cls)]
@@ -228,36 +232,81 @@ def train_one_epoch(model, loader, optimizer, scheduler, preprocess: Preprocess,
     return {"loss": total / max(seen, 1), "acc": correct / max(seen, 1)}
 
 # %% ../nbs/06_train.ipynb #0e7a5872
+RUN_FILES = ("metrics.json", "run.json", "history.*", "*.safetensors", "*.onnx", "last_state.pt", "bad_files.csv",
+             "predictions_*.csv", "eval_*.json", "*_confusion.png", "*_roc.png", "*_mistakes.png")  # glob patterns
+
+@contextmanager
+def claim_run_dir(run_dir: Path, resume: bool = False):
+    "Hold `run_dir` for one run (refusing it if another process holds it); a fresh run clears the old record."
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a") as lock:
+        try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"out_dir: {run_dir} is in use by another training run; choose another out_dir "
+                               "or wait for it to finish") from None
+        if not resume:
+            for f in [f for pattern in RUN_FILES for f in run_dir.glob(pattern)]: f.unlink(missing_ok=True)
+        try: yield run_dir
+        finally: fcntl.flock(lock, fcntl.LOCK_UN)
+
+# %% ../nbs/06_train.ipynb #e0d5216c
 def _prepare_data(cfg: TrainConfig, run_dir: Path, rank: int, progress: bool):
-    if rank == 0: root = resolve_data(cfg.data)
+    "(train table, validation table, bad files, cache or None) for this run."
+    if rank == 0: resolve_data(cfg.data)
     barrier()  # rank 0 builds the demo and the cache; the others then find them ready
     root, cache = resolve_data(cfg.data), None
     if cfg.cache == "off":
-        df = read_dataset(root)
-        bad = find_bad_images(df.path, progress=progress and rank == 0)
+        df = read_dataset(root, allow_outside=cfg.allow_outside)
+        bad = bad_images(df, progress=progress and rank == 0)
         df = df[~df.path.isin(bad)].reset_index(drop=True)
     else:
-        folder = None if cfg.cache == "auto" else cfg.cache
-        args = (root, "train", cfg.img_size, cfg.crop_mode, folder)
-        if rank == 0: cache = prepare_cache(*args, progress=progress)
+        args = (root, "train", cfg.img_size, cfg.crop_mode, None if cfg.cache == "auto" else cfg.cache)
+        if rank == 0: cache = prepare_cache(*args, progress=progress, allow_outside=cfg.allow_outside)
         barrier()
-        if rank: cache = prepare_cache(*args, progress=False)  # ready: this only opens it
+        if rank: cache = prepare_cache(*args, progress=False, allow_outside=cfg.allow_outside)  # ready: opens it
         bad, df = cache.bad, cache.good()
     if rank == 0: report_bad_images(bad, run_dir)
     if df.label.nunique() < 2:
         raise ValueError(f"data: {cfg.data} needs images of both classes, found only {df.label.unique()}")
     return (*split_train_val(df, cfg.val_frac, cfg.seed), bad, cache)
 
+# %% ../nbs/06_train.ipynb #d3f14847
+def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> tuple[torch.nn.Module, Preprocess]:
+    "The timm model on `device` and the `Preprocess` that goes with it."
+    model = create_detector(cfg.arch, cfg.pretrained or None)
+    if cfg.sync_bn and world > 1:
+        if device.type != "cuda": raise ValueError("sync_bn needs CUDA")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device, memory_format=memory_format(device))
+    return model, Preprocess.for_model(model, cfg.img_size, cfg.crop_mode)
+
+def _optimization(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, steps_per_epoch: int):
+    "timm's AdamW and cosine schedule with warm-up."
+    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    fused=device.type == "cuda")
+    scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                       warmup_lr=cfg.lr * 0.01, min_lr=cfg.lr * 0.01, step_on_epochs=False,
+                                       updates_per_epoch=steps_per_epoch)
+    return optimizer, scheduler
+
+# %% ../nbs/06_train.ipynb #6ef293b9
 def _save_state(path: Path, model, optimizer, scheduler, epoch: int, best: dict):
-    "Everything a resume needs, in one atomically written file: a crash leaves the previous epoch's state whole."
+    "Everything a resume needs, in one atomically written file."
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "epoch": epoch, "best": best}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
+def _load_state(path: Path, model, optimizer, scheduler, device: torch.device) -> tuple[int, dict | None]:
+    "Restore the state saved at `path`: (first epoch to run, best metrics so far)."
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"] + 1, state["best"]
+
 def _is_better(new: dict, best: dict | None) -> bool:
     return best is None or (new["acc"], -new["loss"]) > (best["acc"], -best["loss"])
 
-# %% ../nbs/06_train.ipynb #ea88ca0d
+# %% ../nbs/06_train.ipynb #16b29dd2
 def fit(cfg: TrainConfig, progress: bool = True, on_epoch_end=None) -> dict:
     "Train a detector as `cfg` says; write the run record to `cfg.out_dir` and return its metrics."
     cfg.validate()
@@ -265,64 +314,47 @@ def fit(cfg: TrainConfig, progress: bool = True, on_epoch_end=None) -> dict:
     try:
         if cfg.batch_size % world:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
-        return _train_run(cfg, progress and rank == 0, on_epoch_end, rank, world, device)
+        run_dir = resolve_run_dir(cfg.out_dir)
+        if rank: return _train_run(cfg, run_dir, False, on_epoch_end, rank, world, device)
+        with claim_run_dir(run_dir, cfg.resume):  # rank 0 alone writes the record
+            return _train_run(cfg, run_dir, progress, on_epoch_end, rank, world, device)
     finally:
         if started: torch.distributed.destroy_process_group()
 
-def _train_run(cfg: TrainConfig, progress: bool, on_epoch_end, rank: int, world: int, device: torch.device) -> dict:
-    run_dir, main = resolve_run_dir(cfg.out_dir), rank == 0
-    if main: run_dir.mkdir(parents=True, exist_ok=True)
+# %% ../nbs/06_train.ipynb #1d9d2da1
+def _train_run(cfg: TrainConfig, run_dir: Path, progress: bool, on_epoch_end, rank: int, world: int,
+               device: torch.device) -> dict:
+    main = rank == 0
     seed_everything(cfg.seed)
     train_df, val_df, bad, cache = _prepare_data(cfg, run_dir, rank, progress)
-    model = create_detector(cfg.arch, cfg.pretrained or None)
-    if cfg.sync_bn and world > 1:
-        if device.type != "cuda": raise ValueError("sync_bn needs CUDA")
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device, memory_format=memory_format(device))
-    preprocess = Preprocess.for_model(model, cfg.img_size, cfg.crop_mode)
     if len(train_df) < cfg.batch_size:  # the last partial batch is dropped: an epoch would have no step at all
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_df)} training images")
-    steps_per_epoch = len(train_df) // cfg.batch_size
-    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                    fused=device.type == "cuda")
-    scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-                                       warmup_lr=cfg.lr * 0.01, min_lr=cfg.lr * 0.01, step_on_epochs=False,
-                                       updates_per_epoch=steps_per_epoch)  # stepped per update: smooth warm-up
+    model, preprocess = _build_model(cfg, device, world)
+    optimizer, scheduler = _optimization(cfg, model, device, len(train_df) // cfg.batch_size)
     start, best = 0, None
     if cfg.resume and (run_dir / "last_state.pt").exists():
-        state = torch.load(run_dir / "last_state.pt", map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
-        start, best = state["epoch"] + 1, state["best"]
+        start, best = _load_state(run_dir / "last_state.pt", model, optimizer, scheduler, device)
         if main: print(f"Resuming {run_dir} at epoch {start + 1}")
-    train_model = model
-    if world > 1:
-        ids = [device] if device.type == "cuda" else None
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    train_model = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
     if cfg.compile: train_model = torch.compile(train_model)
     meta = dict(arch=cfg.arch, classes=list(CLASSES), preprocess=preprocess.to_dict(), params=cfg.to_dict(),
                 run_id=run_dir.name)
     logger = RunLogger(run_dir, cfg, resume_epoch=start) if main else None
-    detector = Detector(model, preprocess, meta, device)
+    detector, loader = Detector(model, preprocess, meta, device), partial(
+        create_loader, preprocess=preprocess, cache=cache, device=device, workers=cfg.num_workers, rank=rank,
+        world=world)
     t0, images = time.time(), 0
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout & co. see the same randomness after a resume
-        train_loader = create_loader(train_df, preprocess, cfg.batch_size, train=True, cache=cache, device=device,
-                                     workers=cfg.num_workers, generator=epoch_generator(cfg.seed, epoch),
-                                     blur=cfg.aug_blur, jpeg=cfg.aug_jpeg, rank=rank, world=world)
+        train_loader = loader(train_df, batch_size=cfg.batch_size, train=True, blur=cfg.aug_blur, jpeg=cfg.aug_jpeg,
+                              generator=epoch_generator(cfg.seed, epoch))
         train = train_one_epoch(train_model, train_loader, optimizer, scheduler, preprocess, device, epoch,
                                 cfg.grad_clip, progress)
         images += len(train_loader) * cfg.batch_size
-        val_loader = create_loader(val_df, preprocess, cfg.batch_size * 2, cache=cache, device=device,
-                                   workers=cfg.num_workers, rank=rank, world=world)
-        val_probs, val_labels = predict_loader(detector, val_loader)
+        val_probs, val_labels = predict_loader(detector, loader(val_df, batch_size=cfg.batch_size * 2))
         val = classification_metrics(val_labels, val_probs)
-        if main:
-            logger.log({"epoch": epoch + 1, "train/loss": train["loss"], "train/acc": train["acc"],
-                        "val/loss": val["loss"], "val/acc": val["acc"], "val/auc": val["auc"], "val/f1": val["f1"],
-                        "lr": optimizer.param_groups[0]["lr"]})
-            print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train['loss']:.4f} acc {train['acc']:.4f} | "
-                  f"val loss {val['loss']:.4f} acc {val['acc']:.4f} auc {val['auc']:.4f}")
+        if main: _log_epoch(logger, epoch, cfg.epochs, train, val, optimizer.param_groups[0]["lr"])
         if _is_better(val, best):
             best = {**val, "epoch": epoch + 1}
             if main: save_checkpoint(run_dir / "best.safetensors", model, {**meta, "metrics": best, "epoch": epoch + 1})
@@ -336,6 +368,12 @@ def _train_run(cfg: TrainConfig, progress: bool, on_epoch_end, rank: int, world:
                   cache=str(cache.root) if cache is not None else None)
     metrics = _finish_run(run_dir, cfg, train_df, val_df, bad, logger, device, timing) if main else None
     return broadcast_object(metrics)
+
+def _log_epoch(logger: RunLogger, epoch: int, epochs: int, train: dict, val: dict, lr: float):
+    logger.log({"epoch": epoch + 1, "train/loss": train["loss"], "train/acc": train["acc"], "val/loss": val["loss"],
+                "val/acc": val["acc"], "val/auc": val["auc"], "val/f1": val["f1"], "lr": lr})
+    print(f"epoch {epoch + 1}/{epochs}: train loss {train['loss']:.4f} acc {train['acc']:.4f} | "
+          f"val loss {val['loss']:.4f} acc {val['acc']:.4f} auc {val['auc']:.4f}")
 
 # %% ../nbs/06_train.ipynb #844c25e8
 def _finish_run(run_dir: Path, cfg: TrainConfig, train_df: pd.DataFrame, val_df: pd.DataFrame, bad: dict,
