@@ -20,6 +20,8 @@ __all__ = ['atomic_write', 'get_device', 'autocast', 'memory_format', 'init_dist
            'broadcast_object', 'batch_positions']
 
 # %% ../nbs/00_utils.ipynb #53d601c6
+_UMASK = os.umask(0); os.umask(_UMASK)  # read once, at import: os.umask can only be read by setting it
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     "Call `write(tmp_path)`, flush it to disk, then atomically rename the temporary file to `path`."
     path = Path(path)
@@ -28,6 +30,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     try:
         write(tmp)
         with open(tmp, "rb+") as f: os.fsync(f.fileno())  # the data is on disk before the name points to it
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
