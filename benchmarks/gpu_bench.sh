@@ -1,7 +1,8 @@
 #!/bin/bash
-# The GPU check of issue 4, as one script for a lent machine (see README "Benchmarks"): the benchmark of
-# efficientnet_b0 at 224 px, batch 256, bf16 + channels_last, compile off then on, on 8,192 photo-size JPEGs;
-# the CUDA paths of the cache loader against the CPU; a 1-GPU torchrun run of `fit`. Results go to $OUT.
+# The GPU check, as one script for a machine with one CUDA device (see the docs' Performance page): the CUDA paths
+# of the cache loader against the CPU; `aidetect bench` for efficientnet_b0 at 224 px, batch 256, bf16 +
+# channels_last, compile off then on, on 8,192 photo-size JPEGs; a 1-GPU torchrun run of `fit`. Results go to $OUT
+# (benchmarks/bench-nvidia-h200.json holds the H200 figures).
 set -x
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 AIDETECT_CACHE=/tmp/aidc
