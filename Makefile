@@ -45,7 +45,7 @@ setup-browser:  ## install chromium and chromedriver from apt for tests/test_ser
 	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; fi
 
 lint:
-	$(BIN)/ruff check aidetect tests nbs tools
+	$(BIN)/ruff check aidetect tests nbs tools benchmarks
 	$(BIN)/hadolint Dockerfile
 
 sync:  ## nbdev-export and nbdev-clean must leave aidetect/ and nbs/ as they are

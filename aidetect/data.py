@@ -25,10 +25,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['CLASSES', 'IMAGE_EXTENSIONS', 'REAL_DIRS', 'FAKE_DIRS', 'DEMO_VERSION', 'to_rgb', 'load_image', 'image_problem',
-           'find_bad_images', 'report_bad_images', 'bad_images', 'read_dataset', 'real_photos', 'synthesize_ai',
-           'make_demo_dataset', 'cache_dir', 'demo_dataset', 'resolve_data', 'split_train_val', 'Preprocess',
-           'ImageDataset']
+__all__ = ['CLASSES', 'IMAGE_EXTENSIONS', 'REAL_DIRS', 'FAKE_DIRS', 'DEMO_VERSION', 'to_rgb', 'load_image', 'awkward_images',
+           'image_problem', 'find_bad_images', 'report_bad_images', 'bad_images', 'read_dataset', 'real_photos',
+           'synthesize_ai', 'make_demo_dataset', 'cache_dir', 'demo_dataset', 'resolve_data', 'split_train_val',
+           'Preprocess', 'ImageDataset']
 
 # %% ../nbs/01_data.ipynb #22942976
 CLASSES = ("human", "ai")
@@ -57,6 +57,17 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             return to_rgb(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise OSError(f"cannot read image {path}: {e}") from e
+
+# %% ../nbs/01_data.ipynb #3faf4bc0
+def awkward_images() -> dict[str, Image.Image]:
+    "Small legitimate 6x4 images in the modes real datasets contain, for tests: each must come back upright RGB."
+    rgb = Image.new("RGB", (6, 4), (200, 30, 30))
+    palette = rgb.convert("P"); palette.info["transparency"] = 0  # palette index 0 is transparent
+    rotated = rgb.copy(); rotated.getexif()[0x0112] = 6  # stored sideways: "rotate 90° clockwise to display"
+    return {"gray": rgb.convert("L"), "gray16": Image.fromarray(np.full((4, 6), 65535, np.uint16)),
+            "cmyk": rgb.convert("CMYK"), "palette": rgb.convert("P"), "palette-transparent": palette,
+            "rgba": Image.new("RGBA", (6, 4), (0, 0, 0, 0)), "rgba-half": Image.new("RGBA", (6, 4), (0, 90, 200, 100)),
+            "exif-rotated": rotated}
 
 # %% ../nbs/01_data.ipynb #cf26523e
 def image_problem(path: str | os.PathLike) -> str | None:
