@@ -28,7 +28,7 @@ from .utils import atomic_write, batch_positions
 
 # %% auto #0
 __all__ = ['CACHE_VERSION', 'cache_key', 'default_cache_path', 'chunk_digest', 'ImageCache', 'prepare_cache', 'epoch_plan',
-           'crop_flip', 'gaussian_blur', 'jpeg_recompress', 'augment_batch', 'CacheLoader']
+           'crop_flip', 'gaussian_blur', 'jpeg_recompress', 'augment_batch', 'blur_and_recompress', 'CacheLoader']
 
 # %% ../nbs/03_cache.ipynb #7611961f
 CACHE_VERSION = 2  # 2: channels-first layout
@@ -318,6 +318,10 @@ def jpeg_recompress(x: torch.Tensor, quality: int) -> torch.Tensor:
 def augment_batch(x: torch.Tensor, plan: dict[str, torch.Tensor], pos: torch.Tensor, img_size: int) -> torch.Tensor:
     "Apply the `plan`'s augmentations for epoch positions `pos` to a uint8 `N×C×S×S` batch; returns `N×C×s×s`."
     x = crop_flip(x, plan["oy"][pos], plan["ox"][pos], plan["flip"][pos], img_size)
+    return blur_and_recompress(x, plan, pos)
+
+def blur_and_recompress(x: torch.Tensor, plan: dict[str, torch.Tensor], pos: torch.Tensor) -> torch.Tensor:
+    "Blur and JPEG-recompress the images of batch `x` (at epoch positions `pos`) that the `plan` selects."
     for name, param in (("blur", "sigma"), ("jpeg", "quality")):
         if name not in plan: continue
         sel = plan[name][pos].nonzero().squeeze(1)

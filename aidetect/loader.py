@@ -7,17 +7,24 @@ Docs: https://aidetect.github.io/aidetect/loader.html.md"""
 # %% ../nbs/04_loader.ipynb #af6ca1b3
 from __future__ import annotations
 
+import io
 import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from .cache import CacheLoader, ImageCache
-from .data import ImageDataset, Preprocess
+from .cache import CacheLoader, ImageCache, blur_and_recompress
+from .data import ImageDataset, Preprocess, load_image
 from .utils import batch_positions
 
 # %% auto #0
-__all__ = ['GlobalBatchSampler', 'create_loader']
+__all__ = ['GlobalBatchSampler', 'decode_on_device', 'fit_crop', 'DeviceDecodeLoader', 'create_loader']
 
 # %% ../nbs/04_loader.ipynb #f4b1e513
 class GlobalBatchSampler(torch.utils.data.Sampler):
@@ -39,14 +46,114 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
         parts = [batch_positions(self.n, self.batch_size, b, self.rank, self.world) for b in range(len(self))]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
+# %% ../nbs/04_loader.ipynb #0481a37a
+def _device_decodable(data: bytes) -> bool:
+    "Whether `data` is a JPEG that `decode_jpeg` turns into the same RGB image as `load_image` (no rotation, no CMYK)."
+    if data[:3] != b"\xff\xd8\xff": return False
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            return img.mode in ("RGB", "L") and img.getexif().get(0x0112, 1) == 1
+    except Exception: return False  # noqa: BLE001 (Pillow raises many types; the CPU path reports the problem)
+
+def decode_on_device(data: list[bytes], device: str | torch.device = "cpu") -> list[torch.Tensor | None]:
+    "Decode a batch of JPEG bytes on `device` into uint8 3×H×W RGB tensors; `None` for those the CPU must decode."
+    todo = [i for i, d in enumerate(data) if _device_decodable(d)]
+    tensors = [torch.frombuffer(bytearray(data[i]), dtype=torch.uint8) for i in todo]
+    out = [None] * len(data)
+    if not todo: return out
+    try: decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:  # one broken file fails the whole batch: decode one by one, leaving the broken to the CPU
+        decoded = [_try_decode(t, device) for t in tensors]
+    for i, img in zip(todo, decoded, strict=True): out[i] = img
+    return out
+
+def _try_decode(t: torch.Tensor, device) -> torch.Tensor | None:
+    try: return decode_jpeg(t, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError: return None
+
+# %% ../nbs/04_loader.ipynb #dbfc5600
+def fit_crop(img: torch.Tensor, pp: Preprocess, fy: float | None = None, fx: float | None = None,
+             flip: bool = False) -> torch.Tensor:
+    "What `pp.eval` (no offsets: centre) or `pp.train` (offsets in [0, 1)) makes of a uint8 3×H×W tensor."
+    size, (_, h, w) = pp.img_size, img.shape
+    short = min(h, w)
+    if not (short == size or (pp.mode == "crop" and short > size)):
+        if max(h, w) > 2 * short:  # as Preprocess.fit_size: keep the centre 2:1 of an extreme shape
+            ch, cw = min(h, 2 * short), min(w, 2 * short)
+            img = img[:, (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+            h, w = ch, cw
+        h, w = max(size, round(h * size / short)), max(size, round(w * size / short))
+        img = torch.nn.functional.interpolate(img[None].float(), size=(h, w), mode="bicubic", antialias=True,
+                                              align_corners=False)[0].round_().clamp_(0, 255).to(torch.uint8)
+    top = (h - size) // 2 if fy is None else min(int(fy * (h - size + 1)), h - size)
+    left = (w - size) // 2 if fx is None else min(int(fx * (w - size + 1)), w - size)
+    x = img[:, top:top + size, left:left + size]
+    return x.flip(-1) if flip else x
+
+# %% ../nbs/04_loader.ipynb #2394421a
+class DeviceDecodeLoader:
+    "Batches of (uint8 N×3×s×s images on `device`, labels) decoded from the files by torchvision on `device`."
+    def __init__(self, df: pd.DataFrame, preprocess: Preprocess, batch_size: int, device: str | torch.device = "cpu",
+                 train: bool = False, generator: torch.Generator | None = None, workers: int = 4, blur: float = 0.0,
+                 jpeg: float = 0.0, rank: int = 0, world: int = 1):
+        self.paths, self.pp, self.device, self.train = df.path.tolist(), preprocess, torch.device(device), train
+        self.labels = torch.tensor(df.label.astype(int).to_numpy() if "label" in df else [-1] * len(df))
+        self.sampler = GlobalBatchSampler(len(df), batch_size, train, generator, rank, world)
+        self.generator, self.workers, self.blur, self.jpeg = generator, max(1, workers), blur, jpeg
+
+    def __len__(self) -> int: return len(self.sampler)
+    def positions(self) -> torch.Tensor: return self.sampler.positions()
+
+    def _plan(self) -> dict[str, torch.Tensor]:
+        n, g = self.sampler.n, self.generator
+        if not self.train: return {}
+        rand = lambda: torch.rand(n, generator=g)
+        plan = dict(fy=rand(), fx=rand(), flip=rand() < 0.5)
+        if self.blur: plan.update(blur=rand() < self.blur, sigma=0.3 + 1.2 * rand())
+        if self.jpeg: plan.update(jpeg=torch.rand(n, generator=g) < self.jpeg,
+                                  quality=torch.randint(60, 96, (n,), generator=g))
+        return plan
+
+# %% ../nbs/04_loader.ipynb #a2cbb058
+@patch
+def _images(self: DeviceDecodeLoader, rows: list[int], data: list[bytes], pos: torch.Tensor,
+            plan: dict) -> torch.Tensor:
+    "The batch of `rows` (their bytes `data`) at epoch positions `pos`, decoded, cropped and augmented on the device."
+    images = decode_on_device(data, self.device)
+    crops = []
+    for k, (row, img) in enumerate(zip(rows, images, strict=True)):
+        if img is None: img = torch.from_numpy(np.asarray(load_image(self.paths[row])).copy()).permute(2, 0, 1)
+        img = img.to(self.device, non_blocking=True)
+        p = int(pos[k])
+        crops.append(fit_crop(img, self.pp, float(plan["fy"][p]), float(plan["fx"][p]), bool(plan["flip"][p]))
+                     if plan else fit_crop(img, self.pp))
+    return blur_and_recompress(torch.stack(crops), plan, pos) if plan else torch.stack(crops)
+
+@patch
+def __iter__(self: DeviceDecodeLoader):
+    batches = list(self.sampler)  # draws the order first, as the other loaders do
+    plan = self._plan()
+    read = lambda rows: [Path(self.paths[r]).read_bytes() for r in rows]
+    with ThreadPoolExecutor(self.workers) as pool:
+        pending = pool.submit(read, batches[0]) if batches else None
+        for b, rows in enumerate(batches):
+            data = pending.result()
+            if b + 1 < len(batches): pending = pool.submit(read, batches[b + 1])  # the next batch's bytes, meanwhile
+            pos = batch_positions(self.sampler.n, self.sampler.batch_size, b, self.sampler.rank, self.sampler.world)
+            yield self._images(rows, data, pos, plan), self.labels[rows].to(self.device, non_blocking=True)
+
 # %% ../nbs/04_loader.ipynb #8ce70f9e
 def create_loader(df: pd.DataFrame, preprocess: Preprocess, batch_size: int, train: bool = False,
                   cache: ImageCache | None = None, device: str | torch.device = "cpu", workers: int = 0,
                   generator: torch.Generator | None = None, blur: float = 0.0, jpeg: float = 0.0,
-                  rank: int = 0, world: int = 1):
-    "Batches of (uint8 N×3×s×s images, labels) for the table `df`, from `cache` or from the image files."
+                  rank: int = 0, world: int = 1, decode_on: str = "cpu"):
+    "Batches of (uint8 N×3×s×s images, labels) for `df`: from `cache`, or decoded from the files on `decode_on`."
     if batch_size % world: raise ValueError(f"batch_size {batch_size} must be divisible by the {world} processes")
+    if decode_on not in ("cpu", "device"): raise ValueError(f"decode_on must be 'cpu' or 'device', got {decode_on!r}")
     device = torch.device(device)
+    if decode_on == "device" and cache is None:
+        return DeviceDecodeLoader(df, preprocess, batch_size, device, train, generator, workers or 4, blur, jpeg,
+                                  rank, world)
     if cache is not None:
         if "cache_index" not in df: raise ValueError("the table has no cache_index: take its rows from cache.good()")
         return CacheLoader(cache, df.cache_index, batch_size, preprocess.img_size, device, train=train,
