@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,12 @@ from timm.optim import create_optimizer_v2
 from .cache import ImageCache, prepare_cache
 from .data import Preprocess, read_dataset, real_photos, resolve_data
 from .loader import create_loader
-from .model import create_detector
+from .model import Detector, create_detector
 from .utils import atomic_write, get_device, memory_format
 from .train import train_one_epoch
 
 # %% auto #0
-__all__ = ['time_training', 'prepare_speed', 'bench', 'format_bench', 'make_photo_dataset']
+__all__ = ['time_training', 'time_inference', 'prepare_speed', 'bench', 'format_bench', 'make_photo_dataset']
 
 # %% ../nbs/07_bench.ipynb #7f162ae0
 class _Timed:
@@ -73,6 +74,12 @@ def time_training(model, loader, optimizer, preprocess: Preprocess, device: torc
     if not np.isfinite(stats["loss"]): raise RuntimeError(f"training diverged while timing (loss {stats['loss']})")
     return timed.images / seconds
 
+def time_inference(detector: Detector, loader, warmup: int) -> float:
+    "Prediction images per second through `detector.probs` over `loader`'s batches after the first `warmup`."
+    timed = _Timed(loader, warmup, detector.device)
+    for x, _ in timed: detector.probs(x)  # returns P(ai) on the CPU: each batch is waited for, as in evaluation
+    return timed.images / (_sync_clock(detector.device) - timed.t0)
+
 # %% ../nbs/07_bench.ipynb #4da1b006
 def prepare_speed(root: Path, img_size: int, mode: str, workers: list[int], folder: Path,
                   repeats: int = 3) -> tuple[dict, ImageCache]:
@@ -109,6 +116,7 @@ def bench(data: str = "demo",              # 'demo' or a dataset folder
           prepare_workers: str = "1,2",     # comma-separated worker counts to time `prepare` with ('' to skip)
           cache: str | None = None,         # use (or prepare) this cache folder for (b)
           jpeg: bool = True,                # also time (c), training from the JPEG files
+          device_decode: bool = True,       # also time (d), training from JPEGs decoded on the device
           out: str | None = None,           # write the results to this JSON file
          ) -> dict:
     "Training throughput: (a) the compute ceiling, (b) from the cache, (c) from the JPEG files."
@@ -137,22 +145,26 @@ def bench(data: str = "demo",              # 'demo' or a dataset folder
         model = create_detector(arch).to(dev, memory_format=memory_format(dev))
         preprocess = Preprocess.for_model(model, img_size, mode)
         optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05, fused=dev.type == "cuda")
+        table = good.iloc[np.resize(np.arange(len(good)), n)].reset_index(drop=True)  # enough rows for every step
+        loader = partial(create_loader, table, preprocess, batch_size, train=True, device=dev, workers=workers)
         for setting in (["off", "on"] if compile == "both" else [compile]):
             net = torch.compile(model) if setting == "on" else model
-            run = dict(compile=setting == "on")
-            run["ceiling_img_s"] = time_training(net, _Synthetic(warmup + steps, batch_size, img_size, dev),
-                                                 optimizer, preprocess, dev, warmup)
-            table = good.iloc[np.resize(np.arange(len(good)), n)].reset_index(drop=True)  # enough rows for every step
-            loader = create_loader(table, preprocess, batch_size, train=True, cache=prepared, device=dev,
-                                   workers=workers, generator=torch.Generator().manual_seed(0))
-            run["cache_img_s"] = time_training(net, loader, optimizer, preprocess, dev, warmup)
+            measure = partial(time_training, net, optimizer=optimizer, preprocess=preprocess, device=dev, warmup=warmup)
+            run = dict(compile=setting == "on",
+                       ceiling_img_s=measure(_Synthetic(warmup + steps, batch_size, img_size, dev)),
+                       cache_img_s=measure(loader(cache=prepared, generator=torch.Generator().manual_seed(0))))
             if jpeg and setting == "off":
-                loader = create_loader(table, preprocess, batch_size, train=True, device=dev, workers=jpeg_workers,
-                                       generator=torch.Generator().manual_seed(0))
-                run["jpeg_img_s"] = time_training(net, loader, optimizer, preprocess, dev, warmup)
+                run["jpeg_img_s"] = measure(loader(workers=jpeg_workers, generator=torch.Generator().manual_seed(0)))
                 run["b_over_c"] = run["cache_img_s"] / run["jpeg_img_s"]
+            if device_decode and setting == "off":
+                run["decode_img_s"] = measure(loader(decode_on="device", generator=torch.Generator().manual_seed(0)))
+                run["d_over_a"] = run["decode_img_s"] / run["ceiling_img_s"]
             run["b_over_a"] = run["cache_img_s"] / run["ceiling_img_s"]
             result["runs"].append({k: round(v, 3) if isinstance(v, float) else v for k, v in run.items()})
+        evaluation = create_loader(pd.concat([table] * 2, ignore_index=True), preprocess, 2 * batch_size,
+                                   cache=prepared, device=dev, workers=workers)
+        result["eval_img_s"] = round(time_inference(Detector(model, preprocess, {}, dev), evaluation, warmup), 3)
+        result["eval_over_train"] = round(result["eval_img_s"] / result["runs"][0]["cache_img_s"], 3)
     best = max(result["runs"], key=lambda r: r["cache_img_s"])
     result["best_end_to_end_img_s"], result["best_compile"] = best["cache_img_s"], best["compile"]
     if out: atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
@@ -163,12 +175,16 @@ def format_bench(result: dict) -> str:
     "The benchmark's numbers as a small text table."
     lines = [f"{result['arch']} {result['img_size']}px batch {result['batch_size']} on {result['device_name']} "
              f"({'bf16 channels_last' if result['bf16'] else 'fp32'}), {result['n_images']} cached images"]
-    lines.append(f"{'compile':>8} {'(a) ceiling':>12} {'(b) cache':>10} {'(c) JPEG':>10} {'b/a':>6} {'b/c':>6}")
+    lines.append(f"{'compile':>8} {'(a) ceiling':>12} {'(b) cache':>10} {'(c) JPEG':>10} {'(d) decode':>11} "
+                 f"{'b/a':>6} {'b/c':>6} {'d/a':>6}")
+    num = lambda r, k, f: format(r[k], f) if k in r else "-"
     for r in result["runs"]:
-        c = format(r["jpeg_img_s"], ",.0f") if "jpeg_img_s" in r else "-"
-        bc = format(r["b_over_c"], ".2f") if "b_over_c" in r else "-"
         lines.append(f"{'on' if r['compile'] else 'off':>8} {r['ceiling_img_s']:>12,.0f} {r['cache_img_s']:>10,.0f} "
-                     f"{c:>10} {r['b_over_a']:>6.2f} {bc:>6}")
+                     f"{num(r, 'jpeg_img_s', ',.0f'):>10} {num(r, 'decode_img_s', ',.0f'):>11} {r['b_over_a']:>6.2f} "
+                     f"{num(r, 'b_over_c', '.2f'):>6} {num(r, 'd_over_a', '.2f'):>6}")
+    if "eval_img_s" in result:
+        ratio = result["eval_over_train"]
+        lines.append(f"eval: {result['eval_img_s']:,.0f} img/s, {ratio:.1f}x training from the cache")
     if result["prepare_img_per_s"]:
         speeds = ", ".join(f"{w} worker(s) {s:,.0f} img/s" for w, s in result["prepare_img_per_s"].items())
         ratio = f" (x{result['prepare_speedup']:.2f})" if "prepare_speedup" in result else ""

@@ -41,3 +41,7 @@ time $PY -m torch.distributed.run --standalone --nproc-per-node 1 /tmp/aidetect_
 time $PY /tmp/aidetect_main.py bench --data /tmp/photos --arch efficientnet_b0 --img-size 224 --batch-size 256 \
   --device cuda --steps 30 --warmup 5 --workers 6 --compile on --no-jpeg --prepare-workers "" \
   --cache /tmp/photos-cache --out "$OUT/bench-on.json"
+# 5. the Kaggle-size rehearsal, scaled to fit one 10-minute command (the full run is --n 80000): decoding on the
+#    device (no prepare step), then from the cache; stage times to benchmarks/rehearsal-*.json
+time $PY benchmarks/rehearsal.py --n 20000 --input device --workers 12 --root /tmp/rehearsal --out "$OUT/rehearsal-device.json"
+time $PY benchmarks/rehearsal.py --n 20000 --input cache --workers 6 --root /tmp/rehearsal --out "$OUT/rehearsal-cache.json"

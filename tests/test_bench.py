@@ -33,3 +33,13 @@ def test_cli_prepare_and_bench(tmp_path, tiny_demo):
     assert "jpeg_img_s" not in json.loads((tmp_path / "b.json").read_text())["runs"][0]
     bad = subprocess.run(["aidetect", "bench", "--compile", "sometimes"], capture_output=True, text=True)
     assert bad.returncode != 0 and "compile" in bad.stderr
+
+
+def test_rehearsal_smoke(tmp_path):
+    """The GPU rehearsal script runs end to end with tiny settings and records the time of every stage."""
+    out = tmp_path / "rehearsal.json"
+    subprocess.run(["python", str(ROOT / "benchmarks/rehearsal.py"), "--n", "32", "--arch", "test_resnet",
+                    "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--workers", "0",
+                    "--root", str(tmp_path / "r"), "--out", str(out)], check=True, capture_output=True)
+    stages = json.loads(out.read_text())["stages_s"]
+    assert set(stages) == {"make_train_photos", "make_test_photos", "prepare", "train", "evaluate"}
