@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 
 from .data import (Preprocess, cache_dir, image_problem, load_image, read_dataset, report_bad_images,
                            resolve_data)
@@ -102,6 +103,7 @@ class ImageCache:
         self.root, self.meta, self.table, self.images, self.bad = root, meta, table, images, bad
         self.size, self.mode = int(meta["size"]), meta["mode"]
         self.labels = torch.tensor(table.label.to_numpy(dtype=np.int64))  # -1: unlabelled
+        self._verified = set()  # chunks whose checksum has been verified (`check_rows`)
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> ImageCache:
@@ -121,28 +123,6 @@ class ImageCache:
 
     def __len__(self) -> int: return len(self.table)
 
-    def check_rows(self, rows) -> None:
-        "Verify the checksums of the chunks holding `rows`, each once; a damaged chunk stops with a message."
-        if not hasattr(self, "_sums"):
-            self._sums, self._verified = _read_checksums(self.root), set()
-            self._starts = np.array(sorted(self._sums), dtype=np.int64)
-        chunks = set(self._starts[np.searchsorted(self._starts, np.asarray(rows), "right") - 1].tolist())
-        for start in chunks - self._verified:
-            count, expected = self._sums[start]
-            if chunk_digest(self.images[start:start + count]) != expected: self._mark_damaged(start, count)
-            self._verified.add(start)
-
-    def _mark_damaged(self, start: int, count: int):
-        "Mark rows `start:start+count` for decoding again, then stop."
-        try:
-            state = np.memmap(self.root / "state.u8", np.uint8, "r+", shape=(len(self),))
-            state[start:start + count] = 0; state.flush()
-            _write_json(self.root / "meta.json", {**self.meta, "complete": False})
-            what = "they are marked to be decoded again: run `aidetect prepare` (or the training) again to repair it"
-        except OSError: what = "delete the folder and prepare it again"
-        raise ValueError(f"cache: {self.root / 'images.u8'} rows {start}-{start + count - 1} do not match their "
-                         f"checksum (the file was changed or damaged); {what}")
-
     def good(self) -> pd.DataFrame:
         "The usable rows of the source table, with `cache_index`, the row of each in `images`."
         table = self.table.assign(cache_index=np.arange(len(self)))
@@ -151,6 +131,7 @@ class ImageCache:
     def __repr__(self) -> str:
         return f"ImageCache({self.root}, {len(self)} images of {self.size}px ({self.mode}), {len(self.bad)} bad)"
 
+# %% ../nbs/03_cache.ipynb #95492bc0
 def _damage(root: Path, meta: dict) -> str | None:
     "What is wrong with the files of the cache in `root` described by `meta`, or `None`."
     n, s = int(meta["n"]), int(meta["size"])
@@ -179,6 +160,31 @@ def _read_bad(root: Path) -> dict[str, str]:
         except ValueError: pass  # a line cut by a crash: its chunk is redone
     return bad
 
+# %% ../nbs/03_cache.ipynb #9906038e
+@patch
+def check_rows(self: ImageCache, rows) -> None:
+    "Verify the checksums of the chunks holding `rows`, each once; a damaged chunk stops with a message."
+    if not hasattr(self, "_sums"):  # read when first needed: a cache only opened for its table never reads it
+        self._sums = _read_checksums(self.root)
+        self._starts = np.array(sorted(self._sums), dtype=np.int64)
+    chunks = set(self._starts[np.searchsorted(self._starts, np.asarray(rows), "right") - 1].tolist())
+    for start in chunks - self._verified:
+        count, expected = self._sums[start]
+        if chunk_digest(self.images[start:start + count]) != expected: self._mark_damaged(start, count)
+        self._verified.add(start)
+
+@patch
+def _mark_damaged(self: ImageCache, start: int, count: int):
+    "Mark rows `start:start+count` for decoding again, then stop."
+    try:
+        state = np.memmap(self.root / "state.u8", np.uint8, "r+", shape=(len(self),))
+        state[start:start + count] = 0; state.flush()
+        _write_json(self.root / "meta.json", {**self.meta, "complete": False})
+        what = "they are marked to be decoded again: run `aidetect prepare` (or the training) again to repair it"
+    except OSError: what = "delete the folder and prepare it again"
+    raise ValueError(f"cache: {self.root / 'images.u8'} rows {start}-{start + count - 1} do not match their "
+                     f"checksum (the file was changed or damaged); {what}")
+
 # %% ../nbs/03_cache.ipynb #837f1367
 def prepare_cache(data: str | os.PathLike, split: str = "train", size: int = 224, mode: str = "crop",
                   out: str | os.PathLike | None = None, workers: int | None = None, chunk_size: int = 256,
@@ -193,6 +199,7 @@ def prepare_cache(data: str | os.PathLike, split: str = "train", size: int = 224
     with _locked(out):
         return _prepare_locked(df, out, int(size), mode, split, root, workers, chunk_size, progress, on_chunk)
 
+# %% ../nbs/03_cache.ipynb #c524cd9a
 def _prepare_locked(df, out: Path, size: int, mode: str, split: str, root: Path, workers: int, chunk_size: int,
                     progress: bool, on_chunk) -> ImageCache:
     key, n = cache_key(df, size, mode), len(df)
@@ -359,47 +366,50 @@ class CacheLoader:
         parts = [self._positions(b) for b in range(len(self))]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
-    def __iter__(self):
-        plan = epoch_plan(len(self.indices), self.cache.size, self.img_size, self.generator, self.train,
-                          self.blur if self.train else 0.0, self.jpeg if self.train else 0.0)
-        images, cuda = self.cache.images, self.device.type == "cuda"
-        row_bytes = int(np.prod(images.shape[1:]))
-        per = math.ceil(self.batch_size / self.world)
-        nbuf = self.prefetch + 2
-        bufs = [torch.empty((per, *images.shape[1:]), dtype=torch.uint8, pin_memory=cuda) for _ in range(nbuf)]
-        events = [None] * nbuf
-        stream = torch.cuda.Stream(self.device) if cuda else None
+# %% ../nbs/03_cache.ipynb #a2f1c32e
+@patch
+def __iter__(self: CacheLoader):
+    "Batches of this epoch: threads read the rows into pinned buffers, copies overlap compute, the device augments."
+    plan = epoch_plan(len(self.indices), self.cache.size, self.img_size, self.generator, self.train,
+                      self.blur if self.train else 0.0, self.jpeg if self.train else 0.0)
+    images, cuda = self.cache.images, self.device.type == "cuda"
+    row_bytes = int(np.prod(images.shape[1:]))
+    per = math.ceil(self.batch_size / self.world)
+    nbuf = self.prefetch + 2
+    bufs = [torch.empty((per, *images.shape[1:]), dtype=torch.uint8, pin_memory=cuda) for _ in range(nbuf)]
+    events = [None] * nbuf
+    stream = torch.cuda.Stream(self.device) if cuda else None
 
-        def read(b: int):
-            pos = self._positions(b)
-            rows = self.indices[plan["order"][pos]]
-            self.cache.check_rows(rows.numpy())  # each chunk of the file is verified when first read
-            k = b % nbuf
-            if events[k] is not None: events[k].synchronize()  # the last copy out of this buffer has finished
-            x = bufs[k][:len(rows)]
-            out = x.numpy().reshape(len(rows), row_bytes)
-            for i, r in enumerate(rows.tolist()):  # pread: one copy from the page cache, no page faults, no GIL
-                if os.preadv(fd, [out[i]], r * row_bytes) != row_bytes:
-                    raise ValueError(f"cache: {self.cache.root / 'images.u8'} is shorter than its {len(images)} images")
-            y = self.cache.labels[rows]
-            if not cuda: return x, y, pos, None
-            with torch.cuda.stream(stream):
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                events[k] = torch.cuda.Event(); events[k].record(stream)
-            return x, y, pos, events[k]
+    def read(b: int):
+        pos = self._positions(b)
+        rows = self.indices[plan["order"][pos]]
+        self.cache.check_rows(rows.numpy())  # each chunk of the file is verified when first read
+        k = b % nbuf
+        if events[k] is not None: events[k].synchronize()  # the last copy out of this buffer has finished
+        x = bufs[k][:len(rows)]
+        out = x.numpy().reshape(len(rows), row_bytes)
+        for i, r in enumerate(rows.tolist()):  # pread: one copy from the page cache, no page faults, no GIL
+            if os.preadv(fd, [out[i]], r * row_bytes) != row_bytes:
+                raise ValueError(f"cache: {self.cache.root / 'images.u8'} is shorter than its {len(images)} images")
+        y = self.cache.labels[rows]
+        if not cuda: return x, y, pos, None
+        with torch.cuda.stream(stream):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            events[k] = torch.cuda.Event(); events[k].record(stream)
+        return x, y, pos, events[k]
 
-        pool = ThreadPoolExecutor(self.workers) if self.workers else None
-        pending, fd = {}, os.open(self.cache.root / "images.u8", os.O_RDONLY)
-        try:
-            for b in range(len(self)):
-                for nb in range(b, min(b + self.prefetch, len(self))) if pool else ():
-                    if nb not in pending: pending[nb] = pool.submit(read, nb)
-                x, y, pos, event = pending.pop(b).result() if pool else read(b)
-                if event is not None:
-                    cur = torch.cuda.current_stream(self.device)
-                    cur.wait_event(event); x.record_stream(cur); y.record_stream(cur)
-                yield augment_batch(x, plan, pos, self.img_size), y
-        finally:
-            for f in pending.values(): f.cancel()
-            if pool: pool.shutdown(wait=True)
-            os.close(fd)
+    pool = ThreadPoolExecutor(self.workers) if self.workers else None
+    pending, fd = {}, os.open(self.cache.root / "images.u8", os.O_RDONLY)
+    try:
+        for b in range(len(self)):
+            for nb in range(b, min(b + self.prefetch, len(self))) if pool else ():
+                if nb not in pending: pending[nb] = pool.submit(read, nb)
+            x, y, pos, event = pending.pop(b).result() if pool else read(b)
+            if event is not None:
+                cur = torch.cuda.current_stream(self.device)
+                cur.wait_event(event); x.record_stream(cur); y.record_stream(cur)
+            yield augment_batch(x, plan, pos, self.img_size), y
+    finally:
+        for f in pending.values(): f.cancel()
+        if pool: pool.shutdown(wait=True)
+        os.close(fd)
