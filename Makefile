@@ -35,7 +35,7 @@ demo: setup  ## train on the bundled demo dataset with papermill; the record lan
 	$(BIN)/papermill nbs/train.ipynb $(OUT)/train.ipynb -f $(PARAMS) -p out_dir $(OUT)
 	@cat $(OUT)/metrics.json | $(BIN)/python -c "import json,sys; m=json.load(sys.stdin); print({k: round(m[k], 4) for k in ('val_acc', 'val_auc', 'val_f1')})"
 
-test: setup-dev setup-browser lint sync nbtest nbval pytest  ## everything CI runs
+test: setup-dev setup-browser lint sync readme-check nbtest nbval pytest  ## everything CI runs
 
 # The serving tests drive Debian's headless Chromium through Selenium and /usr/bin/chromedriver: nothing is
 # downloaded at test time. Idempotent: installs only when either binary is missing (as root, or with sudo).
@@ -55,14 +55,14 @@ sync:  ## nbdev-export and nbdev-clean must leave aidetect/ and nbs/ as they are
 	if [ "$$before" != "$$after" ]; then echo "nbdev-export/nbdev-clean changed:"; git status --short -- nbs aidetect; exit 1; fi
 	@$(BIN)/python -c "import json, glob, sys; bad = [f for f in sorted(glob.glob('nbs/**/*.ipynb', recursive=True)) if any(c.get('outputs') for c in json.load(open(f))['cells'])]; sys.exit(f'commit notebooks without outputs (Jupyter: Clear All Outputs): {bad}' if bad else 0)"
 
-# Library notebooks: their tests run in nbdev-test and again, cell by cell, under nbval. The experiment
-# notebooks (train, evaluate, bench) run end to end through papermill in tests/test_papermill.py and test_bench.py.
-EXPERIMENTS := ^(train|evaluate|bench)\.ipynb$$
+# Library notebooks and guides: their tests run in nbdev-test, and the library notebooks again, cell by cell, under
+# nbval. The experiment notebooks run end to end through papermill in tests/ (test_papermill.py, test_bench.py, ...).
+EXPERIMENTS := ^(train|evaluate|bench|audit|generalize|compare|drift)\.ipynb$$
 nbtest:
 	PATH=$(BIN):$$PATH nbdev-test --n-workers 2 --skip-file-re '$(EXPERIMENTS)'
 
 nbval:
-	PATH=$(BIN):$$PATH $(BIN)/pytest -q -p no:cacheprovider --nbval $$(ls nbs/[0-9]*.ipynb)
+	PATH=$(BIN):$$PATH $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --nbval $$(ls nbs/[0-9]*.ipynb)
 
 pytest:
 	PATH=$(BIN):$$PATH $(BIN)/pytest -q tests
