@@ -1,0 +1,72 @@
+"""`aidetect drift` on real prediction logs: a served demo run, sent its own test split (no drift), then darker,
+blurrier and much larger versions of the same images (brightness, sharpness and size drift)."""
+import io
+import json
+import shutil
+
+import pytest
+from PIL import Image, ImageFilter
+
+from aidetect.data import read_dataset
+from aidetect.drift import PROFILE, drift, write_reference_profile
+
+
+@pytest.fixture(scope="module")
+def run(serve_run, tiny_demo, tmp_path_factory):
+    """A copy of the served run with its reference profile, written as training does at its end."""
+    run = tmp_path_factory.mktemp("drift") / "run"
+    shutil.copytree(serve_run, run)
+    write_reference_profile(run, read_dataset(tiny_demo))  # the validation P(ai) from predictions_val.csv
+    return run
+
+
+def shifted(path) -> bytes:
+    """The image darker, blurred and 4x larger, as a JPEG."""
+    img = Image.open(path).convert("RGB")
+    img = Image.eval(img, lambda v: v // 3).resize((img.width * 4, img.height * 4)).filter(ImageFilter.GaussianBlur(3))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def serve_and_send(run, log, uploads: list[bytes]):
+    from serve_load import ServeProcess
+    with ServeProcess(run, "torch", log) as server:
+        import httpx
+        for i, data in enumerate(uploads):
+            r = httpx.post(server.url + "/predict", files={"file": (f"{i}.jpg", data)}, timeout=30)
+            assert r.status_code == 200, r.text
+    assert len(log.read_text().splitlines()) == len(uploads)
+
+
+def test_drift_on_real_prediction_logs(run, tiny_demo, tmp_path):
+    assert json.loads((run / PROFILE).read_text())["n_sampled"] == len(read_dataset(tiny_demo))
+    test_split = read_dataset(tiny_demo, "test").path
+    clean, moved = tmp_path / "clean.jsonl", tmp_path / "moved.jsonl"
+    serve_and_send(run, clean, [open(p, "rb").read() for p in test_split])
+    serve_and_send(run, moved, [shifted(p) for p in test_split])
+
+    same = drift(str(run), log=str(clean), out=str(tmp_path / "same"))
+    assert same["drifted_features"] == [], same["features"]
+    assert not same["dataset_drift"]
+
+    report = drift(str(run), log=str(moved), out=str(tmp_path / "moved"))
+    assert {"brightness", "sharpness", "width", "height"} <= set(report["drifted_features"]), report["features"]
+    saved = json.loads((tmp_path / "moved" / "drift.json").read_text())
+    assert saved["features"]["brightness"]["drifted"] and saved["features"]["brightness"]["p_value"] < 0.05
+    assert set(saved["features"]) == {"format", "width", "height", "brightness", "contrast", "sharpness", "prob_ai"}
+    page = (tmp_path / "moved" / "drift.html").read_text()
+    assert "brightness" in page and "data:image/png;base64," in page
+
+    # the same as an experiment notebook: papermill writes the executed record and the report
+    import papermill
+    papermill.execute_notebook("nbs/drift.ipynb", str(tmp_path / "drift.ipynb"), progress_bar=False,
+                               parameters=dict(run_dir=str(run), log=str(moved), out=str(tmp_path / "nb")))
+    assert json.loads((tmp_path / "nb" / "drift.json").read_text())["features"]["sharpness"]["drifted"]
+
+
+def test_drift_cli_errors(run, tmp_path):
+    with pytest.raises(FileNotFoundError, match="predictions.jsonl"):
+        drift(str(run))  # the served copies logged elsewhere: the default log is absent
+    with pytest.raises(FileNotFoundError, match=PROFILE):
+        drift(str(tmp_path), log=str(tmp_path / "x.jsonl"))
