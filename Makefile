@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 
 setup-dev: $(VENV)/.installed-dev  ## install aidetect with the test, docs and serving tools
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -e ".[dev,serve]"
+	$(BIN)/pip install -e ".[dev,serve,vertex]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@ $(VENV)/.installed
 

@@ -29,6 +29,10 @@ COMMANDS = {  # name: ("module:function", help, "module:function" formatting the
     "prepare": ("aidetect.cli:prepare", "decode a dataset once into a uint8 cache", None),
     "bench": ("aidetect.bench:bench", "measure training throughput: ceiling, cache and JPEG paths",
               "aidetect.bench:format_bench"),
+    "vertex": ("aidetect.vertex:vertex", "Vertex AI custom job(s): train, evaluate or sweep; --dry-run prints the spec",
+               None),
+    "drift": ("aidetect.drift:drift", "compare the prediction log with the run's training profile (drift.json, .html)",
+              None),
 }
 
 # %% ../nbs/11_cli.ipynb #c52ab08c
