@@ -1,4 +1,4 @@
-"""The model side of serving: uploaded bytes decoded safely, a checkpoint behind a PyTorch or ONNX Runtime backend, and ONNX export with a parity check.
+"""Serving below the web app: uploaded bytes decoded safely, a checkpoint behind a PyTorch or ONNX Runtime backend, ONNX export with a parity check, a prediction log bounded on disk, and an HTTP protocol with deadlines for slow clients.
 
 Docs: https://aidetect.github.io/aidetect/inference.html.md"""
 
@@ -12,17 +12,25 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
+import resource
+import shutil
 import sys
 import tempfile
+import threading
+import time
 import warnings
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import h11
 import numpy as np
 import torch
 from fastcore.basics import patch
 from PIL import Image
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .data import Preprocess, to_rgb
 from .model import Detector, checkpoint_path, read_checkpoint_meta
@@ -30,7 +38,8 @@ from .utils import atomic_write
 
 # %% auto #0
 __all__ = ['MiB', 'MAX_PIXELS', 'UploadError', 'decode_image', 'image_stats', 'TorchBackend', 'file_sha256', 'export_onnx',
-           'OnnxBackend', 'load_backend', 'Batcher', 'onnx_max_diff', 'export_onnx_checked']
+           'OnnxBackend', 'load_backend', 'Batcher', 'PredictionLog', 'read_prediction_log', 'DeadlineProtocol',
+           'raise_fd_limit', 'onnx_max_diff', 'export_onnx_checked']
 
 # %% ../nbs/08_inference.ipynb #7b7a9937
 MiB = 1 << 20
@@ -160,7 +169,9 @@ class OnnxBackend:
 
     def probs(self, batch: np.ndarray) -> np.ndarray:
         "P(ai) for a uint8 Nx3xHxW batch."
-        return self.session.run(["probs"], {"image": np.ascontiguousarray(batch)})[0][:, 1].astype(np.float32)
+        probs = self.session.run(["probs"], {"image": np.ascontiguousarray(batch)})[0][:, 1].astype(np.float32)
+        if not np.isfinite(probs).all(): raise ValueError("the model gave a non-finite P(ai): broken weights")
+        return probs
 
 # %% ../nbs/08_inference.ipynb #ceaf6765
 def _source_sha(path: Path) -> str | None:
@@ -218,7 +229,7 @@ class Batcher:
 # %% ../nbs/08_inference.ipynb #2e9bbdb0
 @patch
 async def _run(self: Batcher):
-    "Take what has queued (up to `max_batch`), run it in the worker thread, answer each item; forever."
+    "Take what has queued (up to `max_batch`), run it in the worker thread, answer each item (or fail it); forever."
     loop = asyncio.get_running_loop()
     while True:
         items = [await self.queue.get()]
@@ -226,13 +237,148 @@ async def _run(self: Batcher):
         items = [(x, f) for x, f in items if not f.done()]  # clients that went away
         if not items: continue
         if self.on_batch: self.on_batch(len(items))
-        try: probs = await loop.run_in_executor(self.executor, self.fn, np.stack([x for x, _ in items]))
-        except Exception as e:
+        try:
+            probs = await loop.run_in_executor(self.executor, self.fn, np.stack([x for x, _ in items]))
+            if len(probs) != len(items): raise ValueError(f"{len(probs)} outputs for a batch of {len(items)}")
+        except Exception as e:  # answer every waiting request with the error; the loop goes on
             for _, f in items:
                 if not f.done(): f.set_exception(e)
             continue
         for (_, f), p in zip(items, probs, strict=True):
             if not f.done(): f.set_result(float(p))
+
+# %% ../nbs/08_inference.ipynb #511aeb76
+_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+_plog = logging.getLogger("aidetect.log")
+
+class PredictionLog:
+    "JSON lines, one record per prediction: rotated by size, kept images capped, paused when the disk is nearly full."
+    def __init__(self, path: str | os.PathLike, save_images: bool = False, max_bytes: int = 64 * MiB,
+                 keep: int = 5, max_image_bytes: int = 1024 * MiB, min_free_bytes: int = 256 * MiB):
+        self.path, self.max_bytes, self.keep = Path(path), max_bytes, keep
+        self.max_image_bytes, self.min_free_bytes = max_image_bytes, min_free_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.images = self.path.with_name(self.path.stem + "-images") if save_images else None
+        self._stored: OrderedDict[str, int] = OrderedDict()  # kept images, oldest first: name -> bytes
+        if self.images:
+            self.images.mkdir(exist_ok=True)
+            for p in sorted(self.images.glob("[0-9a-f]*.*"), key=lambda p: p.stat().st_mtime):
+                self._stored[p.name] = p.stat().st_size
+        self._file = open(self.path, "ab")  # fails at start-up, not per request, if unwritable
+        self._lock, self._checked, self.paused, self._warned = threading.Lock(), -1.0, False, False
+
+    def rotated(self, i: int) -> Path: return self.path.with_name(f"{self.path.name}.{i}")
+    def close(self): self._file.close()
+
+# %% ../nbs/08_inference.ipynb #aca938f1
+@patch
+def _disk_ok(self: PredictionLog) -> bool:
+    "False while the disk has less than `min_free_bytes` free (checked at most once a second)."
+    if time.monotonic() - self._checked >= 1:
+        self._checked, free = time.monotonic(), shutil.disk_usage(self.path.parent).free
+        if free < self.min_free_bytes and not self.paused:
+            _plog.warning("prediction log paused: %s MiB free on the disk of %s, below the %s MiB floor",
+                          free // MiB, self.path, self.min_free_bytes // MiB)
+        elif free >= self.min_free_bytes and self.paused: _plog.warning("prediction log resumed: %s", self.path)
+        self.paused = free < self.min_free_bytes
+    return not self.paused
+
+@patch
+def _rotate(self: PredictionLog):
+    "predictions.jsonl -> .1 -> .2 ... -> .keep (the oldest beyond `keep` is overwritten)."
+    self._file.close()
+    for i in range(self.keep - 1, 0, -1):
+        if self.rotated(i).exists(): os.replace(self.rotated(i), self.rotated(i + 1))
+    if self.keep: os.replace(self.path, self.rotated(1))
+    self._file = open(self.path, "wb")
+
+# %% ../nbs/08_inference.ipynb #fb352f7d
+@patch
+def _keep_image(self: PredictionLog, name: str, image: bytes) -> bool:
+    "Store `image` as `name` unless it is there already, evicting the oldest to stay under `max_image_bytes`."
+    if name in self._stored: return True
+    if len(image) > self.max_image_bytes: return False
+    while self._stored and sum(self._stored.values()) + len(image) > self.max_image_bytes:
+        (self.images / self._stored.popitem(last=False)[0]).unlink(missing_ok=True)
+    atomic_write(self.images / name, lambda p: p.write_bytes(image))
+    self._stored[name] = len(image)
+    return True
+
+@patch
+def write(self: PredictionLog, record: dict, image: bytes | None = None) -> dict | None:
+    "Append `record` (and keep `image` if the log saves images); None if logging is paused or failed."
+    name = hashlib.sha256(image).hexdigest() + _EXT.get(record.get("format"), ".bin") if self.images and image else None
+    with self._lock:
+        try:
+            if not self._disk_ok(): return None
+            if name and self._keep_image(name, image): record = {**record, "image": f"{self.images.name}/{name}"}
+            line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+            if self._file.tell() and self._file.tell() + len(line) > self.max_bytes: self._rotate()
+            self._file.write(line)
+            self._file.flush()
+            return record
+        except OSError as e:
+            if not self._warned: _plog.warning("prediction log: cannot write %s (%s); predictions go on", self.path, e)
+            self._warned = True
+            return None
+
+# %% ../nbs/08_inference.ipynb #fabf7e22
+def read_prediction_log(path: str | os.PathLike):
+    "The prediction log at `path` and its rotated files, oldest first, as a pandas DataFrame (one row per prediction)."
+    import pandas as pd
+    path = Path(path)
+    rotated = sorted((p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()),
+                     key=lambda p: -int(p.suffix[1:]))
+    frames = [pd.read_json(p, lines=True) for p in [*rotated, path] if p.is_file() and p.stat().st_size]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["ts"])
+    df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
+    return df
+
+# %% ../nbs/08_inference.ipynb #5ce18b51
+class DeadlineProtocol(H11Protocol):
+    "uvicorn's h11 protocol with deadlines: a request head within `header_timeout` s, its body within `body_timeout` s."
+    header_timeout, body_timeout, max_connections = 10.0, 120.0, 1000
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self._timer = self._phase = None
+        self._arm("head")
+        live = [c for c in self.connections if not c.transport.is_closing()]
+        if len(live) > self.max_connections:  # close the oldest one that waits for a request (this one at worst)
+            min((c for c in live if getattr(c, "_waiting", lambda: False)()), key=lambda c: c._since).transport.close()
+
+    def _waiting(self) -> bool: return self.cycle is None or self.cycle.response_complete
+
+    def _arm(self, phase: str):
+        self._cancel()
+        self._phase, self._since = phase, self.loop.time()
+        self._timer = self.loop.call_later(self.header_timeout if phase == "head" else self.body_timeout,
+                                           self.transport.close)
+
+    def _cancel(self):
+        if self._timer: self._timer.cancel()
+        self._timer = self._phase = None
+
+# %% ../nbs/08_inference.ipynb #4e012584
+@patch
+def data_received(self: DeadlineProtocol, data: bytes):
+    if self._phase is None and self._waiting(): self._arm("head")  # the first bytes of the next request
+    super(DeadlineProtocol, self).data_received(data)
+    state = self.conn.their_state
+    if state is h11.SEND_BODY and self._phase == "head": self._arm("body")
+    elif state not in (h11.IDLE, h11.SEND_BODY): self._cancel()  # the request is in: the app's turn
+
+@patch
+def connection_lost(self: DeadlineProtocol, exc: Exception | None):
+    self._cancel()
+    super(DeadlineProtocol, self).connection_lost(exc)
+
+# %% ../nbs/08_inference.ipynb #04029eda
+def raise_fd_limit(n: int):
+    "Let the process open `n` files (connections) if the hard limit allows."
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n if hard == resource.RLIM_INFINITY else min(n, hard), hard))
 
 # %% ../nbs/08_inference.ipynb #75999f87
 def onnx_max_diff(checkpoint: str | os.PathLike, onnx_path: str | os.PathLike, n: int = 8, seed: int = 0) -> float:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import sys
-import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -34,15 +32,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .inference import (MAX_PIXELS, Batcher, MiB, OnnxBackend, TorchBackend, UploadError, decode_image,
-                                image_stats, load_backend)
+from .inference import (MAX_PIXELS, Batcher, DeadlineProtocol, MiB, OnnxBackend, PredictionLog, TorchBackend,
+                                UploadError, decode_image, image_stats, load_backend, raise_fd_limit,
+                                read_prediction_log)
 from .model import prob_to_label
-from .utils import atomic_write
 
 # %% auto #0
-__all__ = ['ENDPOINTS', 'LATENCY_BUCKETS', 'UPLOAD_STATUS', 'ERRORS', 'ERROR_RESPONSES', 'ServeSettings', 'PredictionLog',
-           'read_prediction_log', 'Metrics', 'metric_value', 'RequestError', 'Guard', 'Prediction', 'FileError',
-           'BatchPrediction', 'ErrorBody', 'Service', 'index_html', 'create_app', 'build_app', 'serve']
+__all__ = ['ENDPOINTS', 'LATENCY_BUCKETS', 'PROBES', 'UPLOAD_STATUS', 'ERRORS', 'ERROR_RESPONSES', 'ServeSettings', 'Metrics',
+           'metric_value', 'RequestError', 'Guard', 'Prediction', 'FileError', 'BatchPrediction', 'ErrorBody',
+           'Service', 'index_html', 'create_app', 'build_app', 'serve']
 
 # %% ../nbs/09_service.ipynb #06802268
 @dataclass
@@ -54,44 +52,20 @@ class ServeSettings:
     max_files: int = 32                 # files in one /predict/batch request
     max_batch: int = 32                 # images in one inference call (requests are batched as they queue)
     decode_workers: int = 2             # threads that decode uploads (bounds the memory of decoding)
+    max_requests: int = 64              # requests in progress at once, then 503 (/health, /ready, /metrics exempt)
     log_path: str | None = None         # the prediction log (JSON lines); None: no log
     log_images: bool = False            # also keep each upload's bytes next to the log
+    log_max_bytes: int = 64 * MiB       # rotate the log file at this size
+    log_keep: int = 5                   # rotated log files kept (predictions.jsonl.1 ... .5)
+    log_images_max_bytes: int = 1024 * MiB  # kept uploads in total (oldest evicted)
+    log_min_free_bytes: int = 256 * MiB     # pause logging while the disk has less free
 
     def __post_init__(self):
-        for name in ("max_file_bytes", "max_request_bytes", "max_pixels", "max_files", "max_batch", "decode_workers"):
+        for name in ("max_file_bytes", "max_request_bytes", "max_pixels", "max_files", "max_batch", "decode_workers",
+                     "max_requests", "log_max_bytes", "log_images_max_bytes"):
             if int(getattr(self, name)) < 1: raise ValueError(f"{name} must be a positive integer")
-
-# %% ../nbs/09_service.ipynb #072aa902
-_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
-
-class PredictionLog:
-    "An append-only JSON-lines file with one record per prediction."
-    def __init__(self, path: str | os.PathLike, save_images: bool = False):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.images = self.path.with_name(self.path.stem + "-images") if save_images else None
-        if self.images: self.images.mkdir(exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")  # fails at start-up, not per request, if unwritable
-        self._lock = threading.Lock()
-
-    def write(self, record: dict, image: bytes | None = None) -> dict:
-        "Append `record` (and keep `image`'s bytes if the log saves images)."
-        if self.images is not None and image is not None:
-            name = hashlib.sha256(image).hexdigest() + _EXT.get(record.get("format"), ".bin")
-            if not (self.images / name).exists(): atomic_write(self.images / name, lambda p: p.write_bytes(image))
-            record = {**record, "image": f"{self.images.name}/{name}"}
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        with self._lock:
-            self._file.write(line)
-            self._file.flush()
-        return record
-
-    def close(self): self._file.close()
-
-def read_prediction_log(path: str | os.PathLike):
-    "The prediction log at `path` as a pandas DataFrame (one row per prediction)."
-    import pandas as pd
-    return pd.read_json(path, lines=True, convert_dates=["ts"])
+        if min(self.log_keep, self.log_min_free_bytes) < 0:
+            raise ValueError("log_keep and log_min_free_bytes must be >= 0")
 
 # %% ../nbs/09_service.ipynb #2f4a2f4a
 ENDPOINTS = ("/", "/health", "/ready", "/predict", "/predict/batch", "/metrics", "/docs", "/openapi.json")
@@ -138,16 +112,19 @@ async def _send_json(send, status: int, body: dict):
     await send({"type": "http.response.body", "body": data})
 
 # %% ../nbs/09_service.ipynb #1fd8f179
+PROBES = ("/health", "/ready", "/metrics")
+
 class Guard:
-    "ASGI middleware: bound request bodies and record every request in the metrics."
+    "ASGI middleware: bound request bodies and requests in progress, and record every request in the metrics."
     def __init__(self, app, service: Service):
-        self.app, self.service = app, service
+        self.app, self.service, self.busy = app, service, 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
         m, limit = self.service.metrics, self.service.settings.max_request_bytes
         start, status = time.perf_counter(), [500]
         endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        counted = endpoint not in PROBES
 
         async def send_status(msg):
             if msg["type"] == "http.response.start": status[0] = msg["status"]
@@ -162,6 +139,11 @@ class Guard:
             return msg
 
         try:
+            self.busy += counted
+            if counted and self.busy > self.service.settings.max_requests:
+                m.errors.labels("busy").inc()
+                return await _send_json(send_status, 503, dict(error="busy", detail=f"{self.busy - 1} requests in "
+                                        "progress, the service's limit (--max-requests); retry shortly"))
             length = dict(scope["headers"]).get(b"content-length", b"0")
             if length.isdigit() and int(length) > limit:
                 m.errors.labels("upload_too_large").inc()
@@ -174,6 +156,7 @@ class Guard:
                 return
             await self.app(scope, receive_limited, send_status)
         finally:
+            self.busy -= counted
             m.requests.labels(endpoint, scope["method"], str(status[0])).inc()
             m.latency.labels(endpoint).observe(time.perf_counter() - start)
 
@@ -183,6 +166,7 @@ class Prediction(BaseModel):
     filename: str | None = None
     label: str
     prob_ai: float
+    threshold: float
     arch: str
     run_id: str | None = None
     backend: str
@@ -207,16 +191,25 @@ class ErrorBody(BaseModel):
 # %% ../nbs/09_service.ipynb #6a0f345c
 UPLOAD_STATUS = {"empty_upload": 400, "corrupt_image": 400, "not_an_image": 415, "too_many_pixels": 413}
 
+def _threshold(value, name: str) -> float:
+    "The checkpoint's decision threshold as a float in (0, 1), or a `ValueError` naming the checkpoint."
+    try: t = float(value)  # a number, or a number written as a string by `json.dumps(default=str)`
+    except (TypeError, ValueError): t = float("nan")
+    if not 0 < t < 1: raise ValueError(f"{name}: its threshold {value!r} is not a probability in (0, 1)")
+    return t
+
 class Service:
     "The state of a running service: backend, settings, metrics, prediction log, decoding pool and batcher."
     def __init__(self, backend: TorchBackend | OnnxBackend, settings: ServeSettings | None = None):
         self.backend, self.settings = backend, settings or ServeSettings()
         self.metrics = Metrics(backend)
         s = self.settings
-        self.log = PredictionLog(s.log_path, s.log_images) if s.log_path else None
+        self.log = PredictionLog(s.log_path, s.log_images, s.log_max_bytes, s.log_keep, s.log_images_max_bytes,
+                                 s.log_min_free_bytes) if s.log_path else None
         self.pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="aidetect-decode")
         self.batcher = Batcher(backend.probs, s.max_batch, on_batch=self.metrics.batch_size.observe)
         self.info = dict(arch=str(backend.meta.get("arch")), run_id=backend.meta.get("run_id"), backend=backend.name)
+        self.threshold = _threshold(backend.meta.get("threshold", 0.5), Path(backend.source).name)
 
     async def start(self):
         self.slots = asyncio.Semaphore(2 * self.settings.decode_workers)
@@ -244,16 +237,19 @@ async def predict(self: Service, upload: UploadFile, endpoint: str) -> dict:
             raise RequestError(413, "upload_too_large", f"{upload.filename!r} is above the limit of "
                                f"{self.settings.max_file_bytes:,} bytes per file")
         x, info = await asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, data)
-    p = await self.batcher.submit(x)
-    label = prob_to_label(p, self.backend.classes)
+    try:
+        p = await self.batcher.submit(x)
+        label = prob_to_label(p, self.backend.classes, self.threshold)
+    except ValueError as e: raise RequestError(500, "model_error", f"the model failed on this image: {e}") from None
     self.metrics.predictions.labels(label).inc()
     if self.log:  # in the pool: with log_images this hashes and writes the upload, off the event loop
         record = dict(ts=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), endpoint=endpoint,
-                      filename=upload.filename, **info, prob_ai=round(p, 7), label=label, **self.info,
+                      filename=upload.filename, **info, prob_ai=round(p, 7), label=label, threshold=self.threshold,
+                      **self.info,
                       ms=round(1000 * (time.perf_counter() - start), 2))
         image = data if self.settings.log_images else None
         await asyncio.get_running_loop().run_in_executor(self.pool, lambda: self.log.write(record, image=image))
-    return dict(filename=upload.filename, label=label, prob_ai=p, **self.info,
+    return dict(filename=upload.filename, label=label, prob_ai=p, threshold=self.threshold, **self.info,
                 width=info["width"], height=info["height"])
 
 # %% ../nbs/09_service.ipynb #d5c68889
@@ -299,7 +295,7 @@ def index_html() -> str:
     return (resources.files("aidetect") / "static" / "index.html").read_text(encoding="utf-8")
 
 # %% ../nbs/09_service.ipynb #25b07818
-ERROR_RESPONSES = {s: {"model": ErrorBody} for s in (400, 413, 415, 422)}
+ERROR_RESPONSES = {s: {"model": ErrorBody} for s in (400, 413, 415, 422, 500, 503)}
 
 def _version() -> str:
     from aidetect import __version__
@@ -339,12 +335,12 @@ def _add_routes(app: FastAPI, service: Service, page: str):
 
     @app.get("/ready")
     async def ready() -> dict:
-        "The model is loaded: which one, and how it preprocesses."
+        "The model is loaded: which one (run id and file name, not the host's paths), its threshold, its preprocessing."
         p = backend.preprocess
         metrics = {k: None if isinstance(v, float) and not np.isfinite(v) else v  # JSON has no NaN
                    for k, v in (backend.meta.get("metrics") or {}).items()}
-        return dict(ready=True, **service.info, classes=list(backend.classes), checkpoint=backend.source,
-                    img_size=p.img_size, crop_mode=p.mode, metrics=metrics)
+        return dict(ready=True, **service.info, classes=list(backend.classes), threshold=service.threshold,
+                    checkpoint=Path(backend.source).name, img_size=p.img_size, crop_mode=p.mode, metrics=metrics)
 
     @app.post("/predict", response_model=Prediction, responses=ERROR_RESPONSES)
     async def predict(file: Annotated[UploadFile, File(description="one image: JPEG, PNG, WebP, GIF, BMP, TIFF")]):
@@ -353,13 +349,14 @@ def _add_routes(app: FastAPI, service: Service, page: str):
 
     @app.post("/predict/batch", response_model=BatchPrediction, responses=ERROR_RESPONSES)
     async def predict_batch(files: Annotated[list[UploadFile], File(description="several images")]):
-        "P(ai) per image; a bad file gets an error entry and does not fail the others."
+        "P(ai) per image; a bad file gets an error entry and does not fail the others (a model error fails all)."
         if len(files) > service.settings.max_files:
             raise RequestError(413, "too_many_files", f"{len(files)} files; at most {service.settings.max_files} "
                                "per request")
         async def one(f):
             try: return await service.predict(f, "/predict/batch")
             except RequestError as e:
+                if e.status_code >= 500: raise
                 service.metrics.errors.labels(e.kind).inc()
                 return dict(filename=f.filename, error=e.kind, detail=e.detail)
         return {"predictions": await asyncio.gather(*map(one, files))}
@@ -390,25 +387,40 @@ def serve(
     log: str | None = None,         # prediction log, JSON lines (default: RUN_DIR/predictions.jsonl)
     no_log: bool = False,           # do not log predictions
     log_images: bool = False,       # also keep uploaded images next to the log
+    log_max_mb: float = ServeSettings.log_max_bytes / MiB,                # rotate the log file at this size
+    log_keep: int = ServeSettings.log_keep,                               # rotated log files kept
+    log_images_max_mb: float = ServeSettings.log_images_max_bytes / MiB,  # kept images in total (oldest evicted)
+    log_min_free_mb: float = ServeSettings.log_min_free_bytes / MiB,      # pause logging below this free disk
     max_upload_mb: float = ServeSettings.max_file_bytes / MiB,     # per file
     max_request_mb: float = ServeSettings.max_request_bytes / MiB, # per request body
     max_pixels: int = ServeSettings.max_pixels,                    # width × height of an image
     max_files: int = ServeSettings.max_files,                      # files per /predict/batch request
     max_batch: int = ServeSettings.max_batch,                      # images per inference call
     decode_workers: int = ServeSettings.decode_workers,            # threads that decode uploads
-    limit_concurrency: int = 64,    # connections served at once (then 503)
+    max_requests: int = ServeSettings.max_requests,  # requests in progress at once, then 503 (probes exempt)
+    max_connections: int = DeadlineProtocol.max_connections,  # open connections; past it the oldest idle one is closed
+    header_timeout: float = DeadlineProtocol.header_timeout,  # seconds to send a request head, then closed
+    body_timeout: float = DeadlineProtocol.body_timeout,      # seconds to send a request body, then closed
+    keep_alive: float = 5.0,        # seconds an idle keep-alive connection stays open
     log_level: str = "info",        # uvicorn's log level (critical, error, warning, info, debug, trace)
     access_log: bool = False,       # log every request (slower)
 ):
     "Serve a checkpoint over HTTP (FastAPI + uvicorn)."
     if not checkpoint: raise ValueError("a checkpoint is required (--checkpoint RUN_DIR, .safetensors or .onnx)")
+    if min(max_connections, header_timeout, body_timeout, keep_alive) <= 0:
+        raise ValueError("max_connections, header_timeout, body_timeout and keep_alive must be positive")
+    mb = lambda x: int(x * MiB)
     app = build_app(checkpoint, backend, onnx, device, threads, log=False if no_log else log or True,
-                    log_images=log_images, max_file_bytes=int(max_upload_mb * MiB),
-                    max_request_bytes=int(max_request_mb * MiB), max_pixels=max_pixels, max_files=max_files,
-                    max_batch=max_batch, decode_workers=decode_workers)
+                    log_images=log_images, log_max_bytes=mb(log_max_mb), log_keep=log_keep,
+                    log_images_max_bytes=mb(log_images_max_mb), log_min_free_bytes=mb(log_min_free_mb),
+                    max_file_bytes=mb(max_upload_mb), max_request_bytes=mb(max_request_mb), max_pixels=max_pixels,
+                    max_files=max_files, max_batch=max_batch, decode_workers=decode_workers, max_requests=max_requests)
     import uvicorn
     s = app.state.service
     print(f"aidetect serve: {s.info['arch']} (run {s.info['run_id']}, {s.info['backend']}) from "
           f"{s.backend.source} on http://{host}:{port}; log: {s.settings.log_path}", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                limit_concurrency=limit_concurrency)
+    raise_fd_limit(max_connections + 128)
+    http = type("Protocol", (DeadlineProtocol,), dict(header_timeout=header_timeout, body_timeout=body_timeout,
+                                                      max_connections=max_connections))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, http=http,
+                timeout_keep_alive=keep_alive)

@@ -27,7 +27,7 @@ import numpy as np
 
 from aidetect.data import demo_dataset, read_dataset
 from aidetect.model import read_checkpoint_meta
-from aidetect.service import metric_value
+from aidetect.service import metric_value, read_prediction_log
 
 
 def multipart_body(field: str, filename: str, data: bytes, content_type: str = "application/octet-stream",
@@ -103,7 +103,8 @@ class ServeProcess:
         cmd = [sys.executable, "-c", "from aidetect.cli import console; console()", "serve",
                "--checkpoint", str(checkpoint), "--backend", backend, "--port", str(self.port),
                "--log-level", "warning", *(["--log", str(log)] if log else ["--no-log"]), *extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty server never blocks on it
+        self.proc = subprocess.Popen(cmd, stdout=self.output, stderr=subprocess.STDOUT, text=True)
         try: self.ready = self._wait_ready(timeout)
         except BaseException:
             self.stop()
@@ -113,7 +114,7 @@ class ServeProcess:
         """The answer of /ready, polled until the server gives one; an error if it exits or times out first."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc.poll() is not None: raise RuntimeError(f"aidetect serve exited: {self.proc.stdout.read()}")
+            if self.proc.poll() is not None: raise RuntimeError(f"aidetect serve exited: {self.read_output()}")
             try:
                 r = httpx.get(self.url + "/ready", timeout=5)
                 if r.status_code == 200: return r.json()
@@ -121,12 +122,18 @@ class ServeProcess:
             if time.monotonic() > deadline: raise TimeoutError(f"aidetect serve not ready after {timeout:.0f} s")
             time.sleep(0.2)
 
+    def read_output(self) -> str:
+        """What the server has printed so far (stdout and stderr)."""
+        self.output.seek(0)
+        return self.output.read()
+
     def stop(self):
         self.proc.terminate()
         try: self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.output.close()
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.stop()
@@ -150,7 +157,7 @@ def bench_backend(checkpoint: str, backend: str, image: bytes, clients: list[int
         text = httpx.get(server.url + "/metrics", timeout=10).text
     counted = metric_value(text, "aidetect_requests_total", endpoint="/predict", method="POST", status="200")
     predictions = metric_value(text, "aidetect_predictions_total")
-    log_lines = sum(1 for _ in log.open())
+    log_lines = len(read_prediction_log(log))  # with its rotated files
     return dict(backend=backend, ready=server.ready, runs=runs,
                 check=dict(client_requests=sent, metrics_predict_200=counted, metrics_predictions=predictions,
                            log_records=log_lines, consistent=sent == counted == predictions == log_lines))

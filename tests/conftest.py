@@ -27,7 +27,7 @@ class Server:
         import httpx
         from serve_load import ServeProcess
         self.process, self.log = ServeProcess(run, backend, log, *extra, timeout=120), log
-        self.url, self.pid = self.process.url, self.process.proc.pid
+        self.url, self.port, self.pid = self.process.url, self.process.port, self.process.proc.pid
         self.client = httpx.Client(base_url=self.url, timeout=30)
         self.tally = Counter()  # (endpoint, status) of every request sent through `post`
         self.predictions = 0
@@ -70,9 +70,20 @@ def torch_server(serve_run, tmp_path_factory):
     s.stop()
 
 
+# The ONNX server's short limits, which the tests of slow clients and of the bounded log rely on.
+ONNX_LIMITS = dict(header_timeout=2.0, body_timeout=2.0, max_connections=80, max_requests=4,
+                   log_max_bytes=4096, log_keep=2, log_images_max_bytes=32768)
+
+
 @pytest.fixture(scope="session")
 def onnx_server(serve_run, tmp_path_factory):
-    """The trained checkpoint served with ONNX Runtime (exported on start-up)."""
-    s = Server(serve_run, "onnx", tmp_path_factory.mktemp("log") / "predictions.jsonl")
+    """The trained checkpoint served with ONNX Runtime (exported on start-up), with the short limits of
+    `ONNX_LIMITS`: 2 s to send a request head or body, 80 connections, 4 requests in progress, a log rotated at
+    4 KiB with 2 old files kept, and kept uploads capped at 32 KiB."""
+    mb = lambda key: str(ONNX_LIMITS[key] / (1 << 20))
+    s = Server(serve_run, "onnx", tmp_path_factory.mktemp("log") / "predictions.jsonl",
+               *(f"--{k.replace('_', '-')}={ONNX_LIMITS[k]}" for k in ("header_timeout", "body_timeout",
+                                                                       "max_connections", "max_requests", "log_keep")),
+               "--log-images", "--log-max-mb", mb("log_max_bytes"), "--log-images-max-mb", mb("log_images_max_bytes"))
     yield s
     s.stop()
