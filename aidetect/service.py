@@ -324,6 +324,7 @@ def create_app(backend: TorchBackend | OnnxBackend, settings: ServeSettings | No
 # %% ../nbs/09_service.ipynb #ec75d08e
 def _add_routes(app: FastAPI, service: Service, page: str):
     backend = service.backend
+    drift_report = Path(backend.source).parent / "drift" / "drift.html"  # where `aidetect drift RUN` writes it
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(): return page
@@ -340,7 +341,14 @@ def _add_routes(app: FastAPI, service: Service, page: str):
         metrics = {k: None if isinstance(v, float) and not np.isfinite(v) else v  # JSON has no NaN
                    for k, v in (backend.meta.get("metrics") or {}).items()}
         return dict(ready=True, **service.info, classes=list(backend.classes), threshold=service.threshold,
-                    checkpoint=Path(backend.source).name, img_size=p.img_size, crop_mode=p.mode, metrics=metrics)
+                    checkpoint=Path(backend.source).name, img_size=p.img_size, crop_mode=p.mode, metrics=metrics,
+                    drift_report=drift_report.is_file())
+
+    @app.get("/drift", response_class=HTMLResponse, include_in_schema=False)
+    async def drift():
+        "The latest drift report of the run (`aidetect drift RUN`), when there is one."
+        if not drift_report.is_file(): raise RequestError(404, "not_found", "no drift report yet: run `aidetect drift`")
+        return HTMLResponse(drift_report.read_text())
 
     @app.post("/predict", response_model=Prediction, responses=ERROR_RESPONSES)
     async def predict(file: Annotated[UploadFile, File(description="one image: JPEG, PNG, WebP, GIF, BMP, TIFF")]):

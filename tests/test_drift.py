@@ -64,6 +64,16 @@ def test_drift_on_real_prediction_logs(run, tiny_demo, tmp_path):
                                parameters=dict(run_dir=str(run), log=str(moved), out=str(tmp_path / "nb")))
     assert json.loads((tmp_path / "nb" / "drift.json").read_text())["features"]["sharpness"]["drifted"]
 
+    # written into the run folder (the default), the report is linked from the service's page
+    from fastapi.testclient import TestClient
+
+    from aidetect.inference import load_backend
+    from aidetect.service import ServeSettings, create_app
+    drift(str(run), log=str(moved))
+    with TestClient(create_app(load_backend(run), ServeSettings())) as client:
+        assert client.get("/ready").json()["drift_report"]
+        assert "brightness" in client.get("/drift").text and 'href = "drift"' in client.get("/").text
+
 
 def test_drift_cli_errors(run, tmp_path):
     with pytest.raises(FileNotFoundError, match="predictions.jsonl"):
