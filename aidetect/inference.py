@@ -331,7 +331,7 @@ def read_prediction_log(path: str | os.PathLike):
                      key=lambda p: -int(p.suffix[1:]))
     frames = [pd.read_json(p, lines=True) for p in [*rotated, path] if p.is_file() and p.stat().st_size]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["ts"])
-    df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
+    if "ts" in df: df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
     return df
 
 # %% ../nbs/08_inference.ipynb #5ce18b51
