@@ -7,7 +7,7 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PARAMS  ?= params/demo.yaml
 OUT     ?= outputs/demo
 
-.PHONY: demo test setup setup-dev setup-browser lint sync nbtest nbval pytest readme readme-check docs-check clean
+.PHONY: demo test lab setup setup-dev setup-lab setup-browser lint sync nbtest nbval pytest readme readme-check docs-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,11 +24,24 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-setup-dev: $(VENV)/.installed-dev  ## install aidetect with the test, docs and serving tools
+setup-dev: $(VENV)/.installed-dev  ## install aidetect with the test, docs, serving and JupyterLab tools
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -e ".[dev,serve]"
+	$(BIN)/pip install -e ".[dev,serve,lab]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@ $(VENV)/.installed $(VENV)/.installed-lab
+
+setup-lab: $(VENV)/.installed-lab  ## install aidetect (editable) with JupyterLab
+$(VENV)/.installed-lab: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -e ".[lab]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@ $(VENV)/.installed
+
+# The kernel is this virtualenv's python3 (ipykernel installed into it), so notebooks import the editable
+# aidetect and tqdm's bars render as widgets (ipywidgets). Only on loopback; the URL printed carries the token.
+LAB_PORT ?= 8888
+lab: setup-lab  ## open JupyterLab on the project
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR) --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 demo: setup  ## train on the bundled demo dataset with papermill; the record lands in $(OUT)
 	mkdir -p $(OUT)
@@ -56,8 +69,9 @@ sync:  ## nbdev-export and nbdev-clean must leave aidetect/ and nbs/ as they are
 	@$(BIN)/python -c "import json, glob, sys; bad = [f for f in sorted(glob.glob('nbs/**/*.ipynb', recursive=True)) if any(c.get('outputs') for c in json.load(open(f))['cells'])]; sys.exit(f'commit notebooks without outputs (Jupyter: Clear All Outputs): {bad}' if bad else 0)"
 
 # Library notebooks: their tests run in nbdev-test and again, cell by cell, under nbval. The experiment
-# notebooks (train, evaluate, bench) run end to end through papermill in tests/test_papermill.py and test_bench.py.
-EXPERIMENTS := ^(train|evaluate|bench)\.ipynb$$
+# notebooks (train, evaluate, bench, compare) run end to end through papermill in tests/ (test_papermill.py,
+# test_bench.py, test_sweep.py).
+EXPERIMENTS := ^(train|evaluate|bench|compare)\.ipynb$$
 nbtest:
 	PATH=$(BIN):$$PATH nbdev-test --n-workers 2 --skip-file-re '$(EXPERIMENTS)'
 
