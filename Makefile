@@ -7,7 +7,7 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PARAMS  ?= params/demo.yaml
 OUT     ?= outputs/demo
 
-.PHONY: demo test setup setup-dev setup-browser lint sync nbtest nbval pytest readme readme-check docs-check clean
+.PHONY: demo test lab setup setup-dev setup-lab setup-browser lint sync nbtest nbval pytest readme readme-check docs-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,11 +24,24 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-setup-dev: $(VENV)/.installed-dev  ## install aidetect with the test, docs and serving tools
+setup-dev: $(VENV)/.installed-dev  ## install aidetect with the test, docs, serving and JupyterLab tools
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -e ".[dev,serve,vertex]"
+	$(BIN)/pip install -e ".[dev,serve,vertex,lab]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@ $(VENV)/.installed $(VENV)/.installed-lab
+
+setup-lab: $(VENV)/.installed-lab  ## install aidetect (editable) with JupyterLab
+$(VENV)/.installed-lab: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -e ".[lab]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@ $(VENV)/.installed
+
+# The kernel is this virtualenv's python3 (ipykernel installed into it), so notebooks import the editable
+# aidetect and tqdm's bars render as widgets (ipywidgets). Only on loopback; the URL printed carries the token.
+LAB_PORT ?= 8888
+lab: setup-lab  ## open JupyterLab on the project
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR) --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 demo: setup  ## train on the bundled demo dataset with papermill; the record lands in $(OUT)
 	mkdir -p $(OUT)

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NBS, EXEC = ROOT / "nbs", ROOT / "_exec"
 # experiment notebooks train or read run folders: their pages show the code, not a run
-EXPERIMENTS = re.compile(r"^(train|evaluate|bench|audit|generalize)\.ipynb$")
+EXPERIMENTS = re.compile(r"^(train|evaluate|bench|audit|generalize|compare)\.ipynb$")
 NO_EXEC_FLAGS = {"gpu"}  # nbdev tst_flags whose cells need hardware the docs build does not have
 SKIP_TAG = "skip-execution"  # nbclient leaves cells with this tag alone
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
