@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import itertools
 import json
 import re
 import shlex
@@ -18,25 +17,20 @@ from typing import Annotated
 
 import yaml
 
+from .sweep import parse_axis, plan_runs, run_names
+
 # %% auto #0
-__all__ = ['NODE_ENV', 'NOTEBOOKS', 'PATH_PARAMS', 'NOT_PATHS', 'expand_grid', 'trial_name', 'papermill_command',
-           'aidetect_command', 'torchrun_command', 'shell_line', 'expand_line', 'bucket_name', 'gcs_path',
-           'notebook_parameters', 'job_parameters', 'job_spec', 'custom_job', 'plan_jobs', 'spec_yaml', 'console_url',
-           'submit_job', 'vertex']
+__all__ = ['NODE_ENV', 'NOTEBOOKS', 'PATH_PARAMS', 'NOT_PATHS', 'sweep_grid', 'papermill_command', 'aidetect_command',
+           'torchrun_command', 'shell_line', 'expand_line', 'bucket_name', 'gcs_path', 'notebook_parameters',
+           'job_parameters', 'job_spec', 'custom_job', 'plan_jobs', 'spec_yaml', 'console_url', 'submit_job', 'vertex']
 
 # %% ../nbs/15_vertex.ipynb #4dd56b62
-def expand_grid(params: dict[str, str]) -> list[dict[str, str]]:
-    "Every combination of the comma-separated values in `params` (NAME → 'v1,v2,...'), first names slowest."
-    choices = {}
-    for name, value in params.items():
-        values = [v.strip() for v in str(value).split(",")]
-        if "" in values: raise ValueError(f"parameter {name}: empty value in the list {value!r}")
-        choices[name] = values
-    return [dict(zip(choices, combo, strict=True)) for combo in itertools.product(*choices.values())]
-
-def trial_name(point: dict[str, str], names: list[str]) -> str:
-    "A folder name for grid `point` from the parameters in `names` (those that vary): 'lr-0.001_batch_size-64'."
-    return "_".join(f"{k}-{re.sub(r'[^A-Za-z0-9.+-]', '-', str(point[k]))}" for k in names) or "run"
+def sweep_grid(params: dict[str, str]) -> list[tuple[str, dict]]:
+    "(run folder name, parameters) of each point of the sweep that the `-p` values `params` describe."
+    axes = [parse_axis(k, v) for k, v in params.items()]
+    fixed = {a.name: a.values[0] for a in axes if a.values and len(a.values) == 1}
+    runs = plan_runs([a for a in axes if a.name not in fixed])
+    return [(name, {**fixed, **run}) for name, run in zip(run_names(runs), runs, strict=True)]
 
 # %% ../nbs/15_vertex.ipynb #798fa971
 def papermill_command(notebook: str, output: str, files: list[str] = (), params: dict | None = None) -> list[str]:
@@ -175,11 +169,10 @@ def plan_jobs(action: str, files: list[str], params: dict, bucket: str, image: s
               name: str | None = None) -> list[dict]:
     "The Vertex AI jobs of `action` ('train', 'evaluate' or 'sweep'): display name, command, spec, for each."
     if action not in ("train", "evaluate", "sweep"): raise ValueError(f"unknown action {action!r}")
-    grid = expand_grid(params) if action == "sweep" else [params]
-    varying = [k for k, v in params.items() if "," in str(v)] if action == "sweep" else []
+    grid = sweep_grid(params) if action == "sweep" else [("", params)]
+    varying = [k for k in grid[0][1] if len({str(p[k]) for _, p in grid}) > 1]
     kind, jobs = ("train" if action == "sweep" else action), []
-    for point in grid:
-        trial = trial_name(point, varying) if varying else ""
+    for trial, point in grid:
         if varying:  # each trial in its own folder under the sweep's out_dir
             base = job_parameters(kind, files, {k: v for k, v in params.items() if k not in varying}, bucket)[1]
             point = {**point, "out_dir": f"{base['out_dir']}/{trial}"}

@@ -96,9 +96,10 @@ def test_evaluate_and_sweep():
     specs = list(yaml.safe_load_all(printed))
     assert len(specs) == len(jobs) == 4
     for spec in specs: assert ints_as_str(round_trip(spec)) == ints_as_str(spec)
-    assert [j["folder"] for j in jobs] == [f"/gcs/my-bucket/outputs/demo/lr-{lr}_batch_size-{bs}"
-                                           for lr in ("1e-3", "3e-3") for bs in ("32", "64")]
-    assert jobs[3]["command"][-9:] == ["-p", "lr", "3e-3", "-p", "batch_size", "64", "-p", "out_dir", jobs[3]["folder"]]
+    assert [j["folder"] for j in jobs] == [f"/gcs/my-bucket/outputs/demo/batch_size={bs}_lr={lr}"  # as aidetect sweep
+                                           for lr in ("0.001", "0.003") for bs in ("32", "64")]
+    tail = ["-p", "lr", "0.003", "-p", "batch_size", "64", "-p", "out_dir", jobs[3]["folder"]]
+    assert jobs[3]["command"][-9:] == tail
     assert "acceleratorType" not in specs[0]["workerPoolSpecs"][0]["machineSpec"]
 
 
