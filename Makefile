@@ -56,8 +56,9 @@ sync:  ## nbdev-export and nbdev-clean must leave aidetect/ and nbs/ as they are
 	@$(BIN)/python -c "import json, glob, sys; bad = [f for f in sorted(glob.glob('nbs/*.ipynb')) if any(c.get('outputs') for c in json.load(open(f))['cells'])]; sys.exit(f'commit notebooks without outputs (Jupyter: Clear All Outputs): {bad}' if bad else 0)"
 
 # Library notebooks: their tests run in nbdev-test and again, cell by cell, under nbval. The experiment
-# notebooks (train, evaluate, bench) run end to end through papermill in tests/test_papermill.py and test_bench.py.
-EXPERIMENTS := ^(train|evaluate|bench)\.ipynb$$
+# notebooks (train, evaluate, bench, audit) run end to end through papermill in tests/test_papermill.py, test_bench.py
+# and test_audit.py.
+EXPERIMENTS := ^(train|evaluate|bench|audit)\.ipynb$$
 nbtest:
 	PATH=$(BIN):$$PATH nbdev-test --n-workers 2 --skip-file-re '$(EXPERIMENTS)'
 
