@@ -12,7 +12,6 @@ import io
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,15 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .data import (CLASSES, _random_crop, cache_dir, find_bad_images, load_image, read_dataset,
                            real_photos, report_bad_images, resolve_data, synthesize_ai)
+from .pairs import (exact_duplicates, find_links, header_exif, link_groups, load_groups, pair_scores,
+                            plot_pairs)
+from .utils import parallel_map
 
 # %% auto #0
 __all__ = ['NUMERIC', 'CATEGORICAL', 'FEATURES', 'SIZE_FEATURES', 'SHORTCUT_THRESHOLD', 'LEAD_AUC', 'AUDIT_VERSION',
            'make_shortcut_dataset', 'ijg_tables', 'jpeg_quality', 'image_metadata', 'metadata_table', 'audit_folds',
            'oof_target_encode', 'feature_aucs', 'shortcut_auc', 'shortcut_warning', 'table_key', 'metadata_result',
-           'metadata_audit', 'audit_warning', 'exact_duplicates', 'thumbnail', 'dct_embedding', 'embeddings', 'nearest',
-           'recover_pairs', 'near_duplicates', 'link_groups', 'pair_scores', 'find_links', 'recover_groups',
-           'load_groups', 'class_summary', 'plot_metadata', 'plot_feature_aucs', 'plot_pairs', 'parse_reencode',
+           'metadata_audit', 'audit_warning', 'class_summary', 'plot_metadata', 'plot_feature_aucs', 'parse_reencode',
            'reencode_bytes', 'reencode', 'reencoded_metadata', 'write_report', 'audit']
 
 # %% ../nbs/10_audit.ipynb #d651c8c7
@@ -82,31 +82,21 @@ def jpeg_quality(quantization: dict) -> int | None:
     if 1 in quantization: err = err + np.abs(_TABLES[:, 1] - np.asarray(quantization[1])).sum(1)
     return int(err.argmin()) + 1
 
-# %% ../nbs/10_audit.ipynb #d6e8d819
+# %% ../nbs/10_audit.ipynb #6b025cc7
 _SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 NUMERIC = ["width", "height", "aspect", "file_size", "bytes_per_pixel", "jpeg_quality", "exif", "icc"]
 CATEGORICAL = ["format", "subsampling", "camera_make", "mode"]
 FEATURES = NUMERIC + CATEGORICAL
 SIZE_FEATURES = ["width", "height", "aspect", "file_size"]  # what re-encoding leaves untouched
 
-def _exif(img: Image.Image) -> Image.Exif | None:
-    "The EXIF block from the file's header, or `None`."
-    if img.format == "TIFF": return img.getexif()
-    raw = img.info.get("exif")
-    if not raw: return None
-    exif = Image.Exif()
-    try: exif.load(raw)
-    except Exception: pass  # a damaged EXIF block still counts as present
-    return exif
-
-# %% ../nbs/10_audit.ipynb #356235a7
+# %% ../nbs/10_audit.ipynb #d6e8d819
 def image_metadata(src: str | os.PathLike | bytes) -> dict:
     "File-level facts about one image (a path or its bytes) read from its header: format, size, JPEG quality, EXIF..."
     size = len(src) if isinstance(src, bytes) else os.stat(src).st_size
     with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as img:
         w, h = img.size
         jpeg = img.format == "JPEG"
-        exif = _exif(img)
+        exif = header_exif(img)
         make = str(exif.get(0x010F, "")).strip("\x00 ")[:32] if exif is not None else ""
         return dict(width=w, height=h, aspect=round(w / h, 4), file_size=size, bytes_per_pixel=size / (w * h),
                     jpeg_quality=jpeg_quality(img.quantization) if jpeg else None, exif=exif is not None,
@@ -115,24 +105,13 @@ def image_metadata(src: str | os.PathLike | bytes) -> dict:
                     camera_make=make, mode=img.mode)
 
 # %% ../nbs/10_audit.ipynb #844fe174
-def _workers(workers: int | None) -> int: return workers or min(16, (os.cpu_count() or 1) * 2)
-
-def _pmap(func, items: list, workers: int | None, progress: bool, desc: str) -> list:
-    "`func` over `items` in parallel threads (Pillow and file reads release the GIL), in order."
-    with ThreadPoolExecutor(_workers(workers)) as pool:
-        it = pool.map(func, items, chunksize=64)
-        if progress:
-            from tqdm.auto import tqdm
-            it = tqdm(it, total=len(items), desc=desc)
-        return list(it)
-
 def metadata_table(paths, workers: int | None = None, progress: bool = False) -> pd.DataFrame:
     "`image_metadata` of every path (unreadable files must be removed first: `find_bad_images`), with a `path` column."
     paths = [str(p) for p in paths]
     def read(p):
         try: return image_metadata(p)
         except Exception as e: raise OSError(f"cannot read the header of {p}: {e}") from e
-    meta = pd.DataFrame(_pmap(read, paths, workers, progress, "reading metadata"), columns=FEATURES)
+    meta = pd.DataFrame(parallel_map(read, paths, workers, progress, "reading metadata"), columns=FEATURES)
     meta.insert(0, "path", paths)
     return meta
 
@@ -270,144 +249,6 @@ def audit_warning(data: str | os.PathLike | pd.DataFrame, threshold: float = SHO
     result = metadata_audit(df.reset_index(drop=True))
     return shortcut_warning(result["shortcut_auc"], pd.DataFrame(result["features"]), threshold)
 
-# %% ../nbs/10_audit.ipynb #6613b729
-def _sha1(path: str) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
-def exact_duplicates(paths, sizes=None, workers: int | None = None) -> list[list[int]]:
-    "Sets of positions in `paths` whose files have the same bytes (only files that share a size are hashed)."
-    paths = [str(p) for p in paths]
-    sizes = pd.Series(sizes if sizes is not None else [os.stat(p).st_size for p in paths])
-    candidates = np.flatnonzero(sizes.duplicated(keep=False).to_numpy())
-    if not len(candidates): return []
-    digests = _pmap(_sha1, [paths[i] for i in candidates], workers, False, "hashing")
-    sets = pd.Series(candidates).groupby(digests).agg(list)
-    return sorted(sorted(int(i) for i in s) for s in sets if len(s) > 1)
-
-# %% ../nbs/10_audit.ipynb #33193c94
-_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-           8: Image.Transpose.ROTATE_90}
-
-def thumbnail(path: str | os.PathLike, size: int = 32) -> np.ndarray:
-    "A `size`x`size` upright grayscale float thumbnail, decoded cheaply (JPEG draft mode)."
-    with Image.open(path) as img:
-        exif = _exif(img)
-        orient = exif.get(0x0112) if exif is not None else None
-        img.draft("L", (size, size))
-        g = img.convert("L").resize((size, size), Image.Resampling.BOX)
-    return np.asarray(g.transpose(_ORIENT[orient]) if orient in _ORIENT else g, dtype=np.float32)
-
-def dct_embedding(thumb: np.ndarray, k: int = 8) -> np.ndarray:
-    "Unit-length low-frequency DCT coefficients (the kxk block without DC) of a thumbnail: the layout of its content."
-    from scipy.fft import dctn
-    c = dctn(thumb, norm="ortho")[:k, :k].ravel()[1:]
-    return (c / (np.linalg.norm(c) + 1e-6)).astype(np.float32)
-
-def embeddings(paths, workers: int | None = None, progress: bool = False) -> np.ndarray:
-    "The `dct_embedding` of every image's thumbnail (n x 63), decoded in parallel threads."
-    paths = [str(p) for p in paths]
-    rows = _pmap(lambda p: dct_embedding(thumbnail(p)), paths, workers, progress, "thumbnails")
-    return np.stack(rows) if rows else np.zeros((0, 63), np.float32)
-
-# %% ../nbs/10_audit.ipynb #35113b17
-def nearest(query: np.ndarray, index: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    "Distances and positions of the `k` nearest rows of `index` for each row of `query` (exact, chunked brute force)."
-    from sklearn.neighbors import NearestNeighbors
-    return NearestNeighbors(n_neighbors=min(k, len(index)), algorithm="brute").fit(index).kneighbors(query)
-
-# %% ../nbs/10_audit.ipynb #d4386ac8
-def recover_pairs(labels, emb: np.ndarray, max_dist: float = 0.6, ratio: float = 0.8) -> pd.DataFrame:
-    "Mutual nearest neighbours across the classes: a table of (human, ai) positions and their distance."
-    labels = np.asarray(labels)
-    h, a = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
-    if not len(h) or not len(a): return pd.DataFrame({"human": [], "ai": [], "distance": []})
-    dA, iA = nearest(emb[h], emb[a])  # for each human image, its nearest AI images
-    dH, iH = nearest(emb[a], emb[h])
-    second = lambda d: d[:, 1] if d.shape[1] > 1 else np.full(len(d), np.inf)
-    j = iA[:, 0]
-    keep = ((iH[j, 0] == np.arange(len(h))) & (dA[:, 0] <= max_dist)
-            & (dA[:, 0] <= ratio * second(dA)) & (dH[j, 0] <= ratio * second(dH)[j]))
-    return pd.DataFrame({"human": h[keep], "ai": a[j[keep]], "distance": dA[keep, 0].round(4)})
-
-def near_duplicates(labels, emb: np.ndarray, near_dist: float = 0.05) -> list[tuple[int, int]]:
-    "Pairs of positions within one class whose embeddings are closer than `near_dist`."
-    from sklearn.neighbors import NearestNeighbors
-    labels, out = np.asarray(labels), []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        d, nb = nearest(emb[idx], emb[idx], k=min(6, len(idx)))
-        out += [(int(idx[r]), int(idx[nb[r, m]])) for r, m in zip(*np.nonzero(d < near_dist), strict=True)
-                if idx[r] < idx[nb[r, m]]]
-    return sorted(set(out))
-
-# %% ../nbs/10_audit.ipynb #dbe4de56
-def link_groups(n: int, links, groups=None) -> np.ndarray:
-    "Group ids 0..g-1 for `n` rows linked by `links` (pairs or sets of positions) and by equal values in `groups`."
-    parent = np.arange(n)
-    def find(i):
-        while parent[i] != i: parent[i] = parent[parent[i]]; i = parent[i]
-        return i
-    sets = [list(s) for s in links]
-    if groups is not None: sets += [list(s) for s in pd.Series(np.arange(n)).groupby(list(groups)).agg(list)]
-    for s in sets:
-        for j in s[1:]: parent[find(j)] = find(s[0])
-    return pd.factorize(np.array([find(i) for i in range(n)]))[0]
-
-# %% ../nbs/10_audit.ipynb #748c276e
-def pair_scores(groups, labels, pairs: pd.DataFrame) -> dict:
-    "Precision and recall of recovered `pairs` against true `groups`: recall counts true groups holding both classes."
-    groups, labels = np.asarray(groups), np.asarray(labels)
-    h, a = pairs.human.to_numpy(int), pairs.ai.to_numpy(int)
-    correct = groups[h] == groups[a]
-    mixed = pd.Series(labels).groupby(groups).nunique()
-    mixed = set(mixed.index[mixed == 2])
-    found = set(groups[h][correct]) & mixed
-    return dict(n_pairs=len(pairs), n_true_pairs=len(mixed),
-                precision=round(float(correct.mean()), 4) if len(pairs) else float("nan"),
-                recall=round(len(found) / len(mixed), 4) if mixed else float("nan"))
-
-# %% ../nbs/10_audit.ipynb #3055d650
-def find_links(df: pd.DataFrame, workers: int | None = None, progress: bool = False, max_dist: float = 0.6,
-               ratio: float = 0.8, near_dist: float = 0.05) -> dict:
-    "Exact duplicate sets, near-duplicate pairs and recovered human/AI pairs of the table `df` (positions)."
-    emb, exact = embeddings(df.path, workers, progress), exact_duplicates(df.path, workers=workers)
-    same = {i: k for k, s in enumerate(exact) for i in s}
-    near = [(i, j) for i, j in near_duplicates(df.label, emb, near_dist) if same.get(i, -1) != same.get(j, -2)]
-    return dict(exact=exact, near=near,
-                pairs=recover_pairs(df.label, emb, max_dist, ratio), embeddings=emb)
-
-def recover_groups(df: pd.DataFrame, workers: int | None = None, progress: bool = False, **kw) -> pd.DataFrame:
-    "`df` with a `group` column linking its duplicates and recovered pairs (and its existing groups, if any)."
-    links = find_links(df, workers, progress, **kw)
-    pairs = links["pairs"][["human", "ai"]].to_numpy().tolist()
-    group = link_groups(len(df), links["exact"] + links["near"] + pairs, df["group"] if "group" in df else None)
-    return df.assign(group=group)
-
-# %% ../nbs/10_audit.ipynb #327c7736
-def load_groups(df: pd.DataFrame, groups: str | os.PathLike | None, root: str | os.PathLike | None = None,
-                **kw) -> pd.DataFrame:
-    "`df` with a `group` column from `groups`: '' (unchanged), 'auto' (recovered unless `df` has one) or a CSV."
-    if groups is None or str(groups) == "": return df
-    if str(groups) == "auto": return df if "group" in df else recover_groups(df, **kw)
-    p = Path(groups)
-    if not p.is_file():
-        raise FileNotFoundError(f"groups file {p} does not exist (give a CSV with path and group columns, "
-                                "'auto' to recover pairs, or '' for none)")
-    table = pd.read_csv(p)
-    if missing := sorted({"path", "group"} - set(table.columns)):
-        raise ValueError(f"{p} has no {', '.join(missing)} column (columns: {list(table.columns)})")
-    base = Path(root) if root else p.parent  # relative paths: from `root`, else from the CSV's folder
-    mapping = dict(zip((str((base / q).resolve()) for q in table.path.astype(str)), table.group, strict=True))
-    keys = [str(Path(q).resolve()) for q in df.path]
-    if absent := [q for q, k in zip(df.path, keys, strict=True) if k not in mapping]:
-        raise ValueError(f"{len(absent)} of {len(df)} images are not listed in {p}, e.g. {absent[:3]}; "
-                         "was it written for another dataset or folder?")
-    return df.assign(group=[mapping[k] for k in keys])
-
 # %% ../nbs/10_audit.ipynb #75f007a8
 def class_summary(meta: pd.DataFrame, labels) -> pd.DataFrame:
     "One row per feature, one column per class: median [5%-95%] for numbers, the commonest values' shares otherwise."
@@ -468,23 +309,6 @@ def plot_feature_aucs(features: pd.DataFrame, threshold: float = SHORTCUT_THRESH
     fig.tight_layout()
     return fig
 
-# %% ../nbs/10_audit.ipynb #87767e9e
-def plot_pairs(paths, pairs: pd.DataFrame, n: int = 8):
-    "Recovered pairs spread over the distance range (the farthest last): human image above, AI image below."
-    import matplotlib.pyplot as plt
-    n = min(n, len(pairs))
-    fig, axes = plt.subplots(2, max(n, 1), figsize=(1.6 * max(n, 1), 3.6), squeeze=False)
-    ranked = pairs.sort_values("distance", ignore_index=True)
-    for col, r in enumerate(np.linspace(0, len(ranked) - 1, n).round().astype(int) if n else []):
-        row = ranked.iloc[r]
-        for ax, pos in zip(axes[:, col], (row.human, row.ai), strict=True):
-            ax.imshow(load_image(paths[int(pos)]).resize((96, 96)))
-        axes[1, col].set_title(f"d={row.distance:.3f}", fontsize=8, y=-0.2)
-    for ax in axes.flat: ax.axis("off")
-    axes[0, 0].set_title("human", fontsize=9, loc="left"); axes[1, 0].text(0, -8, "ai", fontsize=9)
-    fig.tight_layout()
-    return fig
-
 # %% ../nbs/10_audit.ipynb #0167d337
 def parse_reencode(spec: str | None) -> tuple[str, int | None] | None:
     "Validate a re-encoding option: '' → None, 'png' → ('png', None), 'jpeg:Q' (1 ≤ Q ≤ 100) → ('jpeg', Q)."
@@ -516,7 +340,7 @@ def reencode(img: Image.Image, spec: str | tuple) -> Image.Image:
 def reencoded_metadata(paths, spec: str, workers: int | None = None, progress: bool = False) -> pd.DataFrame:
     "`metadata_table` of the images as `reencode` would write them (decoded and re-encoded in memory)."
     paths, fmt = [str(p) for p in paths], parse_reencode(spec)
-    rows = _pmap(lambda p: image_metadata(reencode_bytes(load_image(p), fmt)), paths, workers, progress,
+    rows = parallel_map(lambda p: image_metadata(reencode_bytes(load_image(p), fmt)), paths, workers, progress,
                  "re-encoding")
     return pd.DataFrame(rows, columns=FEATURES).assign(path=paths)[["path", *FEATURES]]
 
@@ -646,7 +470,7 @@ def audit(data: str,                              # 'demo' or a dataset folder (
           max_dist: float = 0.6,                  # pair recovery: largest embedding distance of a pair
           near_dist: float = 0.05,                # near-duplicates: largest embedding distance within a class
           workers: int | None = None,             # reading threads (default: 2 per core, at most 16)
-          plots: bool = True,                     # draw the plots into the folder and the report
+          plots: bool = True,                     # draw the plots into the folder and the report (--no-plots: skip them)
           progress: bool = False) -> dict:        # show progress bars
     "Audit a dataset for metadata shortcuts, duplicates and hidden pairs."
     spec = parse_reencode(reencode)

@@ -11,13 +11,14 @@ import datetime
 import os
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 # %% auto #0
 __all__ = ['atomic_write', 'get_device', 'autocast', 'memory_format', 'init_distributed', 'is_distributed', 'barrier',
-           'broadcast_object', 'batch_positions']
+           'broadcast_object', 'batch_positions', 'parallel_map']
 
 # %% ../nbs/00_utils.ipynb #53d601c6
 _UMASK = os.umask(0); os.umask(_UMASK)  # read once, at import: os.umask can only be read by setting it
@@ -91,3 +92,14 @@ def batch_positions(n: int, batch_size: int, b: int, rank: int = 0, world: int =
     lo, hi = b * batch_size, min((b + 1) * batch_size, n)
     per = -(-(hi - lo) // world)
     return torch.arange(lo + rank * per, min(hi, lo + (rank + 1) * per))
+
+# %% ../nbs/00_utils.ipynb #1ba5a616
+def parallel_map(func, items, workers: int | None = None, progress: bool = False, desc: str = "") -> list:
+    "`func` over `items` in parallel threads, in order (a progress bar with `progress`)."
+    items = list(items)
+    with ThreadPoolExecutor(workers or min(16, (os.cpu_count() or 1) * 2)) as pool:
+        results = pool.map(func, items, chunksize=64)
+        if progress:
+            from tqdm.auto import tqdm
+            results = tqdm(results, total=len(items), desc=desc)
+        return list(results)
