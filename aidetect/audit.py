@@ -470,7 +470,7 @@ def audit(data: str,                              # 'demo' or a dataset folder (
           max_dist: float = 0.6,                  # pair recovery: largest embedding distance of a pair
           near_dist: float = 0.05,                # near-duplicates: largest embedding distance within a class
           workers: int | None = None,             # reading threads (default: 2 per core, at most 16)
-          plots: bool = True,                     # draw the plots into the folder and the report (--no-plots: skip them)
+          plots: bool = True,                     # draw the plots (--no-plots: skip them)
           progress: bool = False) -> dict:        # show progress bars
     "Audit a dataset for metadata shortcuts, duplicates and hidden pairs."
     spec = parse_reencode(reencode)
