@@ -13,7 +13,6 @@ import io
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,54 +20,12 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from .inference import decode_image, image_stats
+from .profile import CATEGORICAL, FEATURES, NUMERIC, PROFILE, read_reference_profile
 from .utils import atomic_write
 
 # %% auto #0
-__all__ = ['NUMERIC', 'CATEGORICAL', 'FEATURES', 'PROFILE', 'image_features', 'profile_features', 'write_reference_profile',
-           'read_reference_profile', 'numeric_drift', 'categorical_drift', 'drift_table', 'drift_summary', 'plot_drift',
-           'write_drift_report', 'read_log', 'drift']
-
-# %% ../nbs/16_drift.ipynb #2ddee893
-NUMERIC = ("width", "height", "brightness", "contrast", "sharpness")
-CATEGORICAL = ("format",)
-FEATURES = (*CATEGORICAL, *NUMERIC)
-PROFILE = "reference_profile.json"
-
-def image_features(path: str | os.PathLike) -> dict:
-    "The drift features of the image file at `path`, exactly as the service logs them for an upload."
-    img, info = decode_image(Path(path).read_bytes())
-    return {"format": info["format"], "width": info["width"], "height": info["height"], **image_stats(img)}
-
-# %% ../nbs/16_drift.ipynb #9fdac553
-def profile_features(paths: list, workers: int | None = None) -> pd.DataFrame:
-    "The drift features of every image in `paths`, one row each (decoding in `workers` threads)."
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        return pd.DataFrame(list(pool.map(image_features, paths)), columns=list(FEATURES))
-
-def write_reference_profile(run_dir: str | os.PathLike, train_df: pd.DataFrame, val_probs=None, n: int = 2000,
-                            seed: int = 0, workers: int | None = None) -> Path:
-    "Write the drift reference of a run: features of ≤ `n` training images and the validation P(ai)."
-    run_dir = Path(run_dir)
-    if val_probs is None:
-        if not (run_dir / "predictions_val.csv").exists():
-            raise FileNotFoundError(f"{run_dir / 'predictions_val.csv'} does not exist: pass val_probs")
-        val_probs = pd.read_csv(run_dir / "predictions_val.csv").prob_ai.to_numpy()
-    sample = train_df.sample(min(n, len(train_df)), random_state=seed) if len(train_df) else train_df
-    t0 = time.perf_counter()
-    features = profile_features(sample.path.tolist(), workers)
-    profile = dict(features=features.to_dict("list"), prob_ai=[round(float(p), 7) for p in val_probs],
-                   n_train=len(train_df), n_sampled=len(sample), seconds=round(time.perf_counter() - t0, 2),
-                   created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    return atomic_write(run_dir / PROFILE, lambda p: p.write_text(json.dumps(profile)))
-
-def read_reference_profile(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
-    "(training image features, validation P(ai)) from a run's reference profile."
-    path = Path(run_dir) / PROFILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: training writes it (aidetect.drift.write_reference_profile)")
-    profile = json.loads(path.read_text())
-    return pd.DataFrame(profile["features"]), np.asarray(profile["prob_ai"], dtype=float)
+__all__ = ['numeric_drift', 'categorical_drift', 'drift_table', 'drift_summary', 'plot_drift', 'write_drift_report', 'read_log',
+           'drift']
 
 # %% ../nbs/16_drift.ipynb #141fa2e4
 def _normed_wasserstein(ref: np.ndarray, cur: np.ndarray) -> float:

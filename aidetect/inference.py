@@ -34,12 +34,13 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .data import Preprocess, to_rgb
 from .model import Detector, checkpoint_path, read_checkpoint_meta
+from .profile import image_stats
 from .utils import atomic_write
 
 # %% auto #0
-__all__ = ['MiB', 'MAX_PIXELS', 'UploadError', 'decode_image', 'image_stats', 'TorchBackend', 'file_sha256', 'export_onnx',
-           'OnnxBackend', 'load_backend', 'Batcher', 'PredictionLog', 'read_prediction_log', 'DeadlineProtocol',
-           'raise_fd_limit', 'onnx_max_diff', 'export_onnx_checked']
+__all__ = ['MiB', 'MAX_PIXELS', 'UploadError', 'decode_image', 'TorchBackend', 'file_sha256', 'export_onnx', 'OnnxBackend',
+           'load_backend', 'Batcher', 'PredictionLog', 'read_prediction_log', 'DeadlineProtocol', 'raise_fd_limit',
+           'onnx_max_diff', 'export_onnx_checked']
 
 # %% ../nbs/08_inference.ipynb #7b7a9937
 MiB = 1 << 20
@@ -89,15 +90,6 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image
                           f"(truncated or corrupt: {e})") from None
     info["width"], info["height"] = rgb.size  # upright, after EXIF rotation
     return rgb, info
-
-# %% ../nbs/08_inference.ipynb #8fbe1893
-def image_stats(img: Image.Image) -> dict:
-    "Brightness, contrast (both 0-1) and sharpness (variance of the Laplacian) of an RGB image."
-    factor = max(1, max(img.size) // 512)
-    g = np.asarray((img.reduce(factor) if factor > 1 else img).convert("L"), dtype=np.float32)
-    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
-    return dict(brightness=round(float(g.mean()) / 255, 4), contrast=round(float(g.std()) / 255, 4),
-                sharpness=round(float(lap.var()) if lap.size else 0.0, 2))
 
 # %% ../nbs/08_inference.ipynb #89b43aef
 class TorchBackend:

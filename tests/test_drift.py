@@ -8,7 +8,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from aidetect.data import read_dataset
-from aidetect.drift import PROFILE, drift, write_reference_profile
+from aidetect.drift import drift
+from aidetect.profile import PROFILE, write_reference_profile
 
 
 @pytest.fixture(scope="module")
