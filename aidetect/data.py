@@ -308,9 +308,9 @@ def synthesize_ai(crop: np.ndarray, rng: np.random.Generator, generator: str | N
     if generator in ("transposed", "nearest", "bilinear"):
         x = _noise(_upsample(torch.nn.functional.avg_pool2d(x, 2), generator, rng), 1.5, rng)  # a sampler's faint noise
     elif generator == "diffusion":
-        x = _noise(_blur(x, float(rng.uniform(0.9, 1.3))), float(rng.uniform(3.5, 5.0)), rng)
+        x = _noise(_blur(x, float(rng.uniform(1.0, 1.4))), float(rng.uniform(4.0, 6.0)), rng)
     elif generator == "periodic":
-        tile = torch.from_numpy(rng.choice([-1.0, 1.0], (1, 4, 4))).float() * float(rng.uniform(6, 9))  # luminance:
+        tile = torch.from_numpy(rng.choice([-1.0, 1.0], (1, 4, 4))).float() * float(rng.uniform(9, 12))  # luminance:
         # JPEG keeps it (it subsamples and quantises colour far more)
         h, w = x.shape[-2:]
         x = x + tile.repeat(1, -(-h // 4), -(-w // 4))[None, :, :h, :w]

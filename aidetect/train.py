@@ -441,7 +441,8 @@ def show_run(run_dir: str | os.PathLike, split: str = "val"):
     record = run_dir / ("metrics.json" if split == "val" else f"eval_{split}.json")
     if not record.exists(): raise FileNotFoundError(f"{record} does not exist: has the run finished?")
     metrics = json.loads(record.read_text())
-    display(pd.Series({k: v for k, v in metrics.items() if k.startswith(f"{split}_") and not isinstance(v, list)},
+    key = metrics.get("split", split)  # an evaluation with several crops is recorded as `<split>_crops<k>`
+    display(pd.Series({k: v for k, v in metrics.items() if k.startswith(f"{key}_") and not isinstance(v, list)},
                       name=split).to_frame())
     plots = ("confusion", "roc", "reliability", "mistakes")
     names = ["history.png"] * (split == "val") + [f"{split}_{n}.png" for n in plots]
