@@ -60,14 +60,15 @@ def plot_generalization(table: pd.DataFrame, metric: str = "acc"):
     m = table.pivot(index="train_set", columns="test_generator", values=metric)
     m = m[[c for c in m.columns if c != "all"] + (["all"] if "all" in m.columns else [])]
     seen = table.pivot(index="train_set", columns="test_generator", values="seen").reindex_like(m)
+    seen = seen.astype(object).where(seen.notna(), False).astype(bool)
     fig, ax = plt.subplots(figsize=(1.1 * m.shape[1] + 2.5, 0.55 * m.shape[0] + 1.6))
     im = ax.imshow(m.to_numpy(float), vmin=0.5 if metric.startswith(("acc", "auc", "ap")) else None, vmax=1,
                    cmap="RdYlGn")
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             ax.text(j, i, f"{m.iat[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    fontweight="bold" if seen.iat[i, j] is True else "normal")
-            if seen.iat[i, j] is True and m.columns[j] != "all":
+                    fontweight="bold" if seen.iat[i, j] else "normal")
+            if seen.iat[i, j] and m.columns[j] != "all":
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="black"))
     ax.set_xticks(range(m.shape[1]), m.columns, rotation=30, ha="right")
     ax.set_yticks(range(m.shape[0]), m.index)
@@ -113,6 +114,7 @@ def generalize(data: str = "demo",                          # 'demo' or a datase
     table.to_csv(out / "generalize.csv", index=False)
     (out / "generalize.json").write_text(json.dumps({"data": str(data), "split": split, "sets": sets,
                                                      **generalization_summary(table)}, indent=2))
-    for metric, name in (("acc", "generalize.png"), ("ap", "generalize_ap.png")):
+    for metric in ("acc", "ap", "fake_acc"):
+        name = "generalize.png" if metric == "acc" else f"generalize_{metric}.png"
         fig = plot_generalization(table, metric); fig.savefig(out / name, dpi=110); plt.close(fig)
     return table
