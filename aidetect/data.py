@@ -8,6 +8,7 @@ Docs: https://aidetect.github.io/aidetect/data.html.md"""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -25,10 +26,11 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['CLASSES', 'IMAGE_EXTENSIONS', 'REAL_DIRS', 'FAKE_DIRS', 'DEMO_VERSION', 'to_rgb', 'load_image', 'awkward_images',
-           'image_problem', 'find_bad_images', 'report_bad_images', 'bad_images', 'read_dataset', 'real_photos',
-           'synthesize_ai', 'make_demo_dataset', 'cache_dir', 'demo_dataset', 'resolve_data', 'split_train_val',
-           'Preprocess', 'ImageDataset']
+__all__ = ['CLASSES', 'IMAGE_EXTENSIONS', 'UNKNOWN_GENERATOR', 'REAL_SOURCE', 'REAL_DIRS', 'FAKE_DIRS', 'DEMO_GENERATORS',
+           'DEMO_VERSION', 'to_rgb', 'load_image', 'awkward_images', 'image_problem', 'find_bad_images',
+           'report_bad_images', 'bad_images', 'fill_generators', 'read_dataset', 'ai_generators', 'filter_generators',
+           'real_photos', 'synthesize_ai', 'make_demo_dataset', 'cache_dir', 'demo_dataset', 'resolve_data',
+           'split_train_val', 'Preprocess', 'crop_boxes', 'MultiCrop', 'ImageDataset']
 
 # %% ../nbs/01_data.ipynb #22942976
 CLASSES = ("human", "ai")
@@ -109,6 +111,17 @@ def bad_images(df: pd.DataFrame, workers: int | None = None, progress: bool = Fa
     flagged = dict(df.attrs.get("bad", {}))  # outside the folder, conflicting labels: never opened
     return {**flagged, **find_bad_images([p for p in df.path if p not in flagged], workers, progress)}
 
+# %% ../nbs/01_data.ipynb #069e2242
+UNKNOWN_GENERATOR, REAL_SOURCE = "unknown", "real"
+
+def fill_generators(df: pd.DataFrame) -> pd.DataFrame:
+    "`df` with a `generator` for every labelled row: missing values become 'unknown' (ai) or 'real' (human)."
+    if "label" not in df: return df
+    gen = df["generator"] if "generator" in df else pd.Series(np.nan, index=df.index, dtype=object)
+    blank = gen.isna() | (gen.astype(str).str.strip() == "")
+    default = np.where(df.label.to_numpy() == 1, UNKNOWN_GENERATOR, REAL_SOURCE)
+    return df.assign(generator=np.where(blank, default, gen.astype(str).str.strip()))
+
 # %% ../nbs/01_data.ipynb #5ea009c6
 def _read_labels(csv: Path, labels: pd.Series, names: pd.Series) -> np.ndarray:
     "`labels` as 0/1 integers, or a `ValueError` naming the csv line, the file and the first wrong value."
@@ -122,7 +135,7 @@ def _read_labels(csv: Path, labels: pd.Series, names: pd.Series) -> np.ndarray:
     return num.astype(int).to_numpy()
 
 # %% ../nbs/01_data.ipynb #0b570f77
-REAL_DIRS, FAKE_DIRS = ("real", "human", "0"), ("fake", "ai", "1")
+REAL_DIRS, FAKE_DIRS = ("real", "human", "0", "0_real", "nature"), ("fake", "ai", "1", "1_fake")
 
 def _read_csv_table(csv: Path, path_col: str, label_col: str | None) -> pd.DataFrame:
     df = pd.read_csv(csv)
@@ -131,7 +144,8 @@ def _read_csv_table(csv: Path, path_col: str, label_col: str | None) -> pd.DataF
     if label_col:
         if label_col not in df: raise ValueError(f"{csv} has no '{label_col}' column: it cannot be used for training")
         out["label"] = _read_labels(csv, df[label_col], df[path_col])
-    if "group" in df: out["group"] = df["group"].to_numpy()
+    for col in ("group", "generator"):
+        if col in df: out[col] = df[col].to_numpy()
     if path_col == "id": out["id"] = df["id"].astype(str).to_numpy()
     return out
 
@@ -143,12 +157,44 @@ def _class_dirs(root: Path) -> dict[int, Path]:
         if d.is_dir() and name in FAKE_DIRS: found[1] = d
     return found
 
-def _read_class_folders(root: Path) -> pd.DataFrame:
-    rows = [(str(p.resolve()), label) for label, d in sorted(_class_dirs(root).items())
-            for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS]
-    return pd.DataFrame(rows, columns=["path", "label"])
+def _images_under(d: Path) -> list[Path]:
+    return [p for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+
+def _read_class_folders(root: Path, generator: str | None = None) -> pd.DataFrame:
+    "REAL/ and FAKE/ under `root`; the generator is `generator`, else a first-level sub-folder's name (if any)."
+    rows = []
+    for label, d in sorted(_class_dirs(root).items()):
+        for p in _images_under(d):
+            sub = p.relative_to(d).parts
+            rows.append((str(p.resolve()), label, generator or (sub[0] if len(sub) > 1 else None)))
+    df = pd.DataFrame(rows, columns=["path", "label", "generator"])
+    return df if df.generator.notna().any() else df.drop(columns="generator")
 
 # %% ../nbs/01_data.ipynb #3c266aff
+def _generator_tables(folders: dict[str, Path]) -> list[pd.DataFrame]:
+    "The class folders inside each generator folder (or one level down), read with the generator's name."
+    tables = []
+    for name, d in sorted(folders.items()):
+        bases = [d] if len(_class_dirs(d)) == 2 else [c for c in sorted(d.iterdir()) if c.is_dir()
+                                                      and len(_class_dirs(c)) == 2]
+        tables += [_read_class_folders(b, name) for b in bases]
+    return tables
+
+def _read_forensynths(root: Path, split: str) -> pd.DataFrame | None:
+    "`ROOT/<split>/<generator>/[<category>/]{0_real,1_fake}/`, or `None`."
+    base = root / split
+    if not base.is_dir(): return None
+    tables = _generator_tables({d.name: d for d in base.iterdir() if d.is_dir()})
+    return pd.concat(tables, ignore_index=True) if tables else None
+
+def _read_genimage(root: Path, split: str) -> pd.DataFrame | None:
+    "`ROOT/<generator>/{train,val}/{ai,nature}/` (the `test` split reads `val/`), or `None`."
+    sub = "train" if split == "train" else "val"
+    folders = {d.name: d / sub for d in root.iterdir() if d.is_dir() and (d / sub).is_dir()} if root.is_dir() else {}
+    tables = [t for t in _generator_tables(folders)]
+    return pd.concat(tables, ignore_index=True) if tables else None
+
+# %% ../nbs/01_data.ipynb #57f54ac8
 def _read_layout(root: Path, split: str) -> tuple[pd.DataFrame, Path]:
     "The table of `split` at `root`, and the file or folder it came from."
     if (root / f"{split}.csv").exists():
@@ -160,8 +206,11 @@ def _read_layout(root: Path, split: str) -> tuple[pd.DataFrame, Path]:
         return df, csv
     for base in (root / split, root) if split == "train" else (root / split,):  # bare REAL/ FAKE/ = training data
         if len(_class_dirs(base)) == 2: return _read_class_folders(base), base
-    raise ValueError(f"{root} holds no labelled '{split}' data: expected {split}.csv (Kaggle layout) "
-                     f"or REAL/ and FAKE/ folders (optionally under {split}/)")
+    for read, source in ((_read_forensynths, root / split), (_read_genimage, root)):
+        if (df := read(root, split)) is not None: return df, source
+    raise ValueError(f"{root} holds no labelled '{split}' data: expected {split}.csv (Kaggle layout), "
+                     f"REAL/ and FAKE/ folders (optionally under {split}/), {split}/<generator>/{{0_real,1_fake}}/ "
+                     "(ForenSynths) or <generator>/{train,val}/{ai,nature}/ (GenImage)")
 
 # %% ../nbs/01_data.ipynb #6a4b470d
 def _check_table(df: pd.DataFrame, root: Path, source: Path, allow_outside: bool) -> pd.DataFrame:
@@ -182,12 +231,38 @@ def _check_table(df: pd.DataFrame, root: Path, source: Path, allow_outside: bool
 
 # %% ../nbs/01_data.ipynb #86e30b43
 def read_dataset(root: str | os.PathLike, split: str = "train", allow_outside: bool = False) -> pd.DataFrame:
-    "Read the `split` ('train' or 'test') of a Kaggle-layout or folder-per-class dataset at `root` into a table."
+    "Read the `split` ('train', 'test', or 'val' where the layout has one) of a dataset at `root` into a table."
     # Kaggle's test.csv has no labels; the demo adds an answer key, test_labels.csv, merged when present.
     root = Path(root)
     if not root.exists(): raise FileNotFoundError(f"dataset folder {root} does not exist")
     df, source = _read_layout(root, split)
+    if "generator" in df: df = fill_generators(df)
     return _check_table(df, root.resolve(), source, allow_outside)
+
+# %% ../nbs/01_data.ipynb #fe7718ef
+def _touch_images(folder: Path, n: int, size: int = 8):
+    "Write `n` tiny PNGs into `folder` (for tests of the layouts)."
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n): Image.new("RGB", (size, size), (i * 40 % 256, 0, 0)).save(folder / f"{i}.png")
+
+# %% ../nbs/01_data.ipynb #b4b763ef
+def ai_generators(df: pd.DataFrame) -> list[str]:
+    "The generators of the AI images in `df`, sorted ('unknown' when the table does not say)."
+    gens = fill_generators(df).generator if "label" in df else pd.Series([], dtype=str)
+    return sorted(gens[df.label.to_numpy() == 1].unique().tolist()) if len(gens) else []
+
+def filter_generators(df: pd.DataFrame, generators) -> pd.DataFrame:
+    "The rows of `df` that are real, or AI from one of `generators` (all rows when `generators` is empty)."
+    generators = [str(g) for g in (generators or [])]
+    if not generators: return df
+    known = ai_generators(df)
+    if missing := sorted(set(generators) - set(known)):
+        raise ValueError(f"train_generators: {missing} not in the data; its generators are {known}")
+    gen = fill_generators(df).generator
+    keep = (df.label.to_numpy() == 0) | gen.isin(generators).to_numpy()
+    out = df[keep].reset_index(drop=True)
+    out.attrs = df.attrs
+    return out
 
 # %% ../nbs/01_data.ipynb #748e7752
 _PHOTOS = {"skimage": ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
@@ -204,6 +279,8 @@ def real_photos() -> list[np.ndarray]:
     return [np.asarray(load_image(folders[pkg] / name)) for pkg, names in _PHOTOS.items() for name in names]
 
 # %% ../nbs/01_data.ipynb #4a28ca73
+DEMO_GENERATORS = ("transposed", "nearest", "bilinear", "diffusion", "periodic")
+
 def _upsample(x: torch.Tensor, how: str, rng: np.random.Generator) -> torch.Tensor:
     "Upsample a 1x3xhxw float tensor 2x the way generator decoders do."
     if how == "transposed":  # a random smooth 4x4 kernel, stride 2: the classic checkerboard source
@@ -212,12 +289,32 @@ def _upsample(x: torch.Tensor, how: str, rng: np.random.Generator) -> torch.Tens
         return torch.nn.functional.conv_transpose2d(x, k, stride=2, padding=1, groups=3)
     return torch.nn.functional.interpolate(x, scale_factor=2, mode=how)
 
-def synthesize_ai(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    "Re-synthesize an RGB uint8 crop through a downsample → generator-like upsample pipeline."
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    "Gaussian blur of a 1x3xhxw float tensor (5-tap kernel, reflected borders)."
+    t = torch.arange(-2, 3, dtype=torch.float32)
+    k = torch.exp(-t ** 2 / (2 * sigma ** 2)); k = k / k.sum()
+    F = torch.nn.functional
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k.view(1, 1, 1, 5).expand(3, 1, 1, 5), groups=3)  # rows
+    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), k.view(1, 1, 5, 1).expand(3, 1, 5, 1), groups=3)
+
+def _noise(x: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
+    return x + torch.from_numpy(rng.normal(0, sigma, x.shape)).float()
+
+# %% ../nbs/01_data.ipynb #1a78e9b8
+def synthesize_ai(crop: np.ndarray, rng: np.random.Generator, generator: str | None = None) -> np.ndarray:
+    "Re-synthesize an RGB uint8 crop the way the demo `generator` family does (a random family when `None`)."
+    generator = generator or str(rng.choice(DEMO_GENERATORS))
     x = torch.tensor(crop).permute(2, 0, 1)[None].float()
-    x = torch.nn.functional.avg_pool2d(x, 2)
-    x = _upsample(x, rng.choice(["transposed", "nearest", "bilinear"]), rng)
-    x = x + torch.from_numpy(rng.normal(0, 1.5, x.shape)).float()  # the faint noise of a sampler
+    if generator in ("transposed", "nearest", "bilinear"):
+        x = _noise(_upsample(torch.nn.functional.avg_pool2d(x, 2), generator, rng), 1.5, rng)  # a sampler's faint noise
+    elif generator == "diffusion":
+        x = _noise(_blur(x, float(rng.uniform(1.0, 1.4))), float(rng.uniform(4.0, 6.0)), rng)
+    elif generator == "periodic":
+        tile = torch.from_numpy(rng.choice([-1.0, 1.0], (1, 4, 4))).float() * float(rng.uniform(9, 12))  # luminance:
+        # JPEG keeps it (it subsamples and quantises colour far more)
+        h, w = x.shape[-2:]
+        x = x + tile.repeat(1, -(-h // 4), -(-w // 4))[None, :, :h, :w]
+    else: raise ValueError(f"generator must be one of {DEMO_GENERATORS}, got {generator!r}")
     return x[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
 
 # %% ../nbs/01_data.ipynb #99ffc294
@@ -235,11 +332,12 @@ def _save_jpeg(arr: np.ndarray, path: Path, rng: np.random.Generator, quality: t
     Image.fromarray(arr).save(path, quality=int(rng.integers(quality[0], quality[1] + 1)))
 
 # %% ../nbs/01_data.ipynb #f085e290
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # bump when the demo's images change: cached copies of older versions are then rebuilt
 
-def make_demo_dataset(dest: str | os.PathLike, n_pairs: int = 1200, n_test_pairs: int = 100, size: int = 64,
-                      seed: int = 0, quality: tuple[int, int] = (80, 95)) -> Path:
-    "Build the demo dataset (real photo crops and their AI re-syntheses, Kaggle layout) in `dest`."
+def make_demo_dataset(dest: str | os.PathLike, n_pairs: int = 1200, n_test_pairs: int = 300, size: int = 64,
+                      seed: int = 0, quality: tuple[int, int] = (80, 95),
+                      generators: tuple[str, ...] = DEMO_GENERATORS) -> Path:
+    "Build the demo dataset (real photo crops and their AI re-syntheses by `generators`, Kaggle layout) in `dest`."
     dest = Path(dest)
     if (dest / "train.csv").exists(): return dest
     rng, photos = np.random.default_rng(seed), real_photos()
@@ -249,16 +347,16 @@ def make_demo_dataset(dest: str | os.PathLike, n_pairs: int = 1200, n_test_pairs
     for split, n, folder in [("train", n_pairs, "train_data"), ("test", n_test_pairs, "test_data_v2")]:
         (tmp / folder).mkdir()
         for i in range(n):
-            real = _random_crop(photos[rng.integers(len(photos))], size, rng)
-            for label, arr in ((0, real), (1, synthesize_ai(real, rng))):
+            real, gen = _random_crop(photos[rng.integers(len(photos))], size, rng), generators[i % len(generators)]
+            for label, arr, source in ((0, real, "photo"), (1, synthesize_ai(real, rng, gen), gen)):
                 name = f"{folder}/{hashlib.sha1(f'{split}{i}-{label}'.encode()).hexdigest()[:32]}.jpg"
                 _save_jpeg(arr, tmp / name, rng, quality)
-                rows[split].append((name, label, f"{split}{i}"))
-    train = pd.DataFrame(rows["train"], columns=["file_name", "label", "group"])
+                rows[split].append((name, label, f"{split}{i}", source))
+    train = pd.DataFrame(rows["train"], columns=["file_name", "label", "group", "generator"])
     train.to_csv(tmp / "train.csv", index_label="Unnamed: 0")
-    test = pd.DataFrame(rows["test"], columns=["id", "label", "group"])
+    test = pd.DataFrame(rows["test"], columns=["id", "label", "group", "generator"])
     test[["id"]].to_csv(tmp / "test.csv", index=False)
-    test[["id", "label"]].to_csv(tmp / "test_labels.csv", index=False)
+    test[["id", "label", "generator"]].to_csv(tmp / "test_labels.csv", index=False)
     try: tmp.rename(dest)
     except OSError: shutil.rmtree(tmp)  # another process finished first: its copy is identical
     return dest
@@ -345,6 +443,39 @@ def eval(self: Preprocess, img: Image.Image) -> torch.Tensor:
     w, h = img.size
     left, top = (w - self.img_size) // 2, (h - self.img_size) // 2
     return _to_tensor(img.crop((left, top, left + self.img_size, top + self.img_size)))
+
+# %% ../nbs/01_data.ipynb #5c6e5e12
+def crop_boxes(w: int, h: int, size: int, n: int) -> list[tuple[int, int, int, int]]:
+    "`n` (1, k² or k²+1) boxes of `size`×`size` in a `w`×`h` image: a k×k grid corner to corner, plus the centre."
+    k = math.isqrt(n - 1) if n > 1 and math.isqrt(n - 1) ** 2 == n - 1 else math.isqrt(n)
+    if n < 1 or (k * k != n and k * k + 1 != n) or (n > 1 and k < 2):
+        raise ValueError(f"crops must be 1, a square (4, 9, ...) or a square plus one (5, 10, ...), got {n}")
+    centre = [((w - size) // 2, (h - size) // 2)] if n != k * k or n == 1 else []
+    xs = np.linspace(0, w - size, k).round().astype(int) if n > 1 else []
+    ys = np.linspace(0, h - size, k).round().astype(int) if n > 1 else []
+    corners = [(int(x), int(y)) for y in ys for x in xs]
+    return [(x, y, x + size, y + size) for x, y in corners + centre]
+
+@patch
+def eval_crops(self: Preprocess, img: Image.Image, n: int) -> torch.Tensor:
+    "`n` crops (see `crop_boxes`) of the fitted RGB image, as an n×3×S×S uint8 tensor."
+    img = self.fit_size(img)
+    return torch.stack([_to_tensor(img.crop(box)) for box in crop_boxes(*img.size, self.img_size, n)])
+
+# %% ../nbs/01_data.ipynb #5111326a
+@dataclass
+class MultiCrop(Preprocess):
+    "A `Preprocess` whose `eval` returns `crops` crops covering the image (K×3×S×S), for multi-crop prediction."
+    crops: int = 5
+
+    def eval(self, img: Image.Image) -> torch.Tensor: return self.eval_crops(img, self.crops)
+
+@patch
+def multi_crop(self: Preprocess, crops: int) -> Preprocess:
+    "This preprocessing with `crops` crops per image at evaluation (itself when `crops` is 1)."
+    crop_boxes(self.img_size, self.img_size, self.img_size, crops)  # checks `crops`
+    if crops == 1: return Preprocess(self.img_size, self.mode, self.mean, self.std)
+    return MultiCrop(self.img_size, self.mode, self.mean, self.std, crops)
 
 # %% ../nbs/01_data.ipynb #e6d59ee2
 @patch

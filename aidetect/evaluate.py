@@ -17,14 +17,17 @@ import pandas as pd
 import torch
 from sklearn import metrics as skm
 
-from .data import CLASSES, bad_images, load_image, read_dataset, report_bad_images, resolve_data
+from .data import (CLASSES, ai_generators, bad_images, fill_generators, load_image, read_dataset,
+                           report_bad_images, resolve_data)
 from .loader import create_loader
 from .model import Detector
 from .utils import is_distributed
 
 # %% auto #0
-__all__ = ['predict_loader', 'predict_table', 'classification_metrics', 'plot_confusion', 'plot_roc', 'plot_mistakes',
-           'plot_history', 'save_plots', 'write_submission', 'score_table', 'evaluate_run']
+__all__ = ['predict_loader', 'predict_table', 'predict_logits', 'expected_calibration_error', 'classification_metrics',
+           'choose_threshold', 'fit_temperature', 'generator_subsets', 'metrics_by_generator', 'plot_confusion',
+           'plot_roc', 'plot_mistakes', 'plot_reliability', 'plot_by_generator', 'plot_history', 'save_plots',
+           'write_submission', 'score_table', 'evaluate_run']
 
 # %% ../nbs/05_evaluate.ipynb #0d0ea57d
 def _gather(probs: np.ndarray, labels: np.ndarray, positions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -48,26 +51,89 @@ def predict_loader(detector: Detector, loader, progress: bool = False) -> tuple[
 
 # %% ../nbs/05_evaluate.ipynb #5b8e4c0d
 def predict_table(detector: Detector, df: pd.DataFrame, batch_size: int = 128, num_workers: int = 0,
-                  progress: bool = False) -> np.ndarray:
-    "P(ai) for every image listed in `df` (a table from `read_dataset`)."
-    loader = create_loader(df, detector.preprocess, batch_size, device=detector.device, workers=num_workers)
+                  progress: bool = False, crops: int = 1) -> np.ndarray:
+    "P(ai) for every image listed in `df` (a table from `read_dataset`); `crops` > 1 averages several crops each."
+    loader = create_loader(df, detector.preprocess.multi_crop(crops), batch_size, device=detector.device,
+                           workers=num_workers)
     return predict_loader(detector, loader, progress)[0]
 
+def predict_logits(detector: Detector, loader) -> tuple[np.ndarray, np.ndarray]:
+    "Raw logits (N×classes) and labels for every batch of `loader`, in one process (for calibration)."
+    parts = [(detector.logits(x), y.cpu()) for x, y in loader]
+    if not parts: return np.zeros((0, len(detector.classes)), np.float32), np.zeros(0, np.int64)
+    return torch.cat([p for p, _ in parts]).numpy(), torch.cat([y for _, y in parts]).numpy()
+
 # %% ../nbs/05_evaluate.ipynb #28122014
+def expected_calibration_error(labels, probs, n_bins: int = 15) -> float:
+    "Binary ECE: the mean |fraction of ai − mean P(ai)| over `n_bins` equal-width bins of P(ai), weighted by size."
+    from sklearn.calibration import calibration_curve
+    labels, probs = np.asarray(labels, int), np.asarray(probs, float)
+    if not len(labels): return float("nan")
+    frac_ai, mean_prob = calibration_curve(labels, probs, n_bins=n_bins, strategy="uniform")
+    counts = np.bincount(np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], probs), minlength=n_bins)
+    return float(np.sum(counts[counts > 0] / len(probs) * np.abs(frac_ai - mean_prob)))
+
+# %% ../nbs/05_evaluate.ipynb #aaf1d27a
+def _class_acc(labels: np.ndarray, preds: np.ndarray, cls: int) -> float:
+    return float(np.mean(preds[labels == cls] == cls)) if (labels == cls).any() else float("nan")
+
 def classification_metrics(labels, probs, threshold: float = 0.5) -> dict:
-    "Accuracy, precision, recall, F1, ROC-AUC, log loss and confusion matrix of P(ai) `probs` against 0/1 `labels`."
+    "Accuracy (overall, on real, on ai), precision, recall, F1, AP, ROC-AUC, log loss, ECE and confusion of `probs`."
     labels, probs = np.asarray(labels, int), np.asarray(probs, float)
     preds = (probs >= threshold).astype(int)
     both = len(np.unique(labels)) == 2
     return dict(
         acc=float(skm.accuracy_score(labels, preds)),
+        real_acc=_class_acc(labels, preds, 0), fake_acc=_class_acc(labels, preds, 1),
         precision=float(skm.precision_score(labels, preds, zero_division=0)),
         recall=float(skm.recall_score(labels, preds, zero_division=0)),
         f1=float(skm.f1_score(labels, preds, zero_division=0)),
+        ap=float(skm.average_precision_score(labels, probs)) if both else float("nan"),
         auc=float(skm.roc_auc_score(labels, probs)) if both else float("nan"),
         loss=float(skm.log_loss(labels, np.clip(probs, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        ece=expected_calibration_error(labels, probs),
         confusion=skm.confusion_matrix(labels, preds, labels=[0, 1]).tolist(),
         n=int(len(labels)))
+
+# %% ../nbs/05_evaluate.ipynb #3b07cb70
+def choose_threshold(labels, probs) -> float:
+    "The P(ai) threshold with the highest balanced accuracy on (`labels`, `probs`), halfway between two scores."
+    labels, probs = np.asarray(labels, int), np.asarray(probs, float)
+    if len(np.unique(labels)) < 2: return 0.5  # nothing to balance: keep the default
+    fpr, tpr, cuts = skm.roc_curve(labels, probs, drop_intermediate=False)
+    best = int(np.argmax(tpr - fpr))
+    upper = min(float(cuts[best]), 1.0)
+    lower = float(cuts[best + 1]) if best + 1 < len(cuts) else 0.0
+    return float(np.clip((upper + lower) / 2, 1e-6, 1 - 1e-6))
+
+# %% ../nbs/05_evaluate.ipynb #f134cff1
+def fit_temperature(logits, labels) -> float:
+    "The softmax temperature in [0.05, 20] that minimises the log loss of `logits` (N×classes) against `labels`."
+    from scipy.optimize import minimize_scalar
+    logits, labels = torch.as_tensor(np.asarray(logits), dtype=torch.float64), torch.as_tensor(np.asarray(labels))
+    nll = lambda log_t: float(torch.nn.functional.cross_entropy(logits / np.exp(log_t), labels))
+    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20)), method="bounded").x))
+
+# %% ../nbs/05_evaluate.ipynb #ba122e74
+def generator_subsets(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    "Row masks of `df` (with `label`) scoring each AI generator (its ai rows + its reals), then 'all'."
+    df = fill_generators(df)
+    gen, y = df.generator.to_numpy(), df.label.to_numpy().astype(int)
+    real_sources = set(gen[y == 0])
+    out = {g: ((y == 1) & (gen == g)) | ((y == 0) & ((gen == g) if g in real_sources else True))
+           for g in ai_generators(df)}
+    return {**out, "all": np.ones(len(df), bool)}
+
+def metrics_by_generator(df: pd.DataFrame, probs, threshold: float = 0.5) -> pd.DataFrame:
+    "One row per generator, then 'all': n, AP, AUC, accuracy at 0.5 and at `threshold`, real and ai accuracy."
+    probs, rows = np.asarray(probs, float), []
+    for g, mask in generator_subsets(df).items():
+        y, p = df.label.to_numpy().astype(int)[mask], probs[mask]
+        at_half, at_t = classification_metrics(y, p), classification_metrics(y, p, threshold)
+        rows.append(dict(generator=g, n=int(mask.sum()), ap=at_half["ap"], auc=at_half["auc"], acc=at_half["acc"],
+                         acc_threshold=at_t["acc"], real_acc=at_half["real_acc"], fake_acc=at_half["fake_acc"],
+                         real_acc_threshold=at_t["real_acc"], fake_acc_threshold=at_t["fake_acc"], ece=at_half["ece"]))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/05_evaluate.ipynb #b0f9a01d
 def plot_confusion(confusion, title: str = "Confusion matrix"):
@@ -106,6 +172,26 @@ def plot_mistakes(df: pd.DataFrame, probs, n: int = 12, threshold: float = 0.5):
     fig.tight_layout()
     return fig
 
+def plot_reliability(labels, probs, n_bins: int = 15, title: str = "Reliability"):
+    "The reliability diagram of P(ai) (scikit-learn's calibration curve) with its ECE."
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import CalibrationDisplay
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    CalibrationDisplay.from_predictions(labels, probs, n_bins=n_bins, ax=ax, name="aidetect")
+    ax.set_title(f"{title} (ECE {expected_calibration_error(labels, probs, n_bins):.3f})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+def plot_by_generator(table: pd.DataFrame, title: str = "Per generator"):
+    "Bars of AP, AUC and accuracy (at 0.5 and at the threshold) per generator, from `metrics_by_generator`."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(table) + 2), 3.4))
+    table.set_index("generator")[["ap", "auc", "acc", "acc_threshold"]].plot.bar(ax=ax, rot=30, width=0.8)
+    ax.set_ylim(0, 1.05); ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_title(title); ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
 def plot_history(history: pd.DataFrame):
     "Loss, accuracy and AUC per epoch from a run's `history.csv` table."
     import matplotlib.pyplot as plt
@@ -124,6 +210,7 @@ def save_plots(out_dir: str | os.PathLike, df: pd.DataFrame, probs, prefix: str 
     figs = {f"{prefix}_confusion.png": plot_confusion(classification_metrics(labels, probs)["confusion"]),
             f"{prefix}_mistakes.png": plot_mistakes(df, probs)}
     if len(np.unique(labels)) == 2: figs[f"{prefix}_roc.png"] = plot_roc(labels, probs)
+    if len(labels): figs[f"{prefix}_reliability.png"] = plot_reliability(labels, probs)
     for name, fig in figs.items():
         fig.savefig(out_dir / name, dpi=110)
         plt.close(fig)
@@ -131,9 +218,9 @@ def save_plots(out_dir: str | os.PathLike, df: pd.DataFrame, probs, prefix: str 
 
 # %% ../nbs/05_evaluate.ipynb #ed49d184
 def write_submission(detector: Detector, data: str | os.PathLike, out_csv: str | os.PathLike,
-                     batch_size: int = 128, num_workers: int = 0, threshold: float = 0.5,
+                     batch_size: int = 128, num_workers: int = 0, threshold: float | None = None,
                      unreadable_label: int = 0) -> pd.DataFrame:
-    "Predict the test split of `data` into a Kaggle submission (`id,label`) at `out_csv`; every id gets a row."
+    "Predict `data`'s test split into a Kaggle submission (`id,label`) at `out_csv` (at the detector's threshold)."
     test = read_dataset(resolve_data(data), "test")
     if "id" not in test: raise ValueError(f"data: {data} has no test.csv with an 'id' column")
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
@@ -141,33 +228,53 @@ def write_submission(detector: Detector, data: str | os.PathLike, out_csv: str |
     report_bad_images(bad, Path(out_csv).parent)  # these get `unreadable_label`: a submission must list every id
     ok = ~test.path.isin(bad).to_numpy()
     labels = np.full(len(test), unreadable_label)
-    labels[ok] = predict_table(detector, test[ok].reset_index(drop=True), batch_size, num_workers) >= threshold
+    labels[ok] = predict_table(detector, test[ok].reset_index(drop=True), batch_size, num_workers) >= (
+        detector.threshold if threshold is None else threshold)
     sub = pd.DataFrame({"id": test["id"], "label": labels})
     sub.to_csv(out_csv, index=False)
     return sub
 
 # %% ../nbs/05_evaluate.ipynb #1ffe9e1a
 def score_table(detector: Detector, df: pd.DataFrame, out_dir: str | os.PathLike, prefix: str,
-                batch_size: int = 128, num_workers: int = 0, progress: bool = False) -> tuple[dict, list[Path]]:
-    "Predict labelled `df`; write `predictions_<prefix>.csv` and plots to `out_dir`; return (metrics, plot paths)."
+                batch_size: int = 128, num_workers: int = 0, progress: bool = False,
+                crops: int = 1) -> tuple[dict, list[Path], np.ndarray]:
+    "Predict labelled `df`; write `predictions_<prefix>.csv` and plots to `out_dir`; return (metrics, plots, probs)."
     out_dir = Path(out_dir)
-    probs = predict_table(detector, df, batch_size, num_workers, progress)
+    probs = predict_table(detector, df, batch_size, num_workers, progress, crops)
     labelled = df.assign(label=df.label.astype(int))
-    pd.DataFrame({"path": df.path, "label": labelled.label, "prob_ai": probs}).to_csv(
+    pd.DataFrame({"path": df.path, "label": labelled.label, "prob_ai": probs,
+                  **({"generator": df.generator} if "generator" in df else {})}).to_csv(
         out_dir / f"predictions_{prefix}.csv", index=False)
-    return classification_metrics(labelled.label, probs), save_plots(out_dir, labelled, probs, prefix)
+    metrics = classification_metrics(labelled.label, probs)
+    at_t = classification_metrics(labelled.label, probs, detector.threshold)
+    metrics.update(threshold=detector.threshold, acc_threshold=at_t["acc"], real_acc_threshold=at_t["real_acc"],
+                   fake_acc_threshold=at_t["fake_acc"], f1_threshold=at_t["f1"], crops=crops)
+    return metrics, save_plots(out_dir, labelled, probs, prefix), probs
 
 # %% ../nbs/05_evaluate.ipynb #4d991365
+def _write_by_generator(out_dir: Path, prefix: str, df: pd.DataFrame, probs: np.ndarray,
+                        threshold: float) -> pd.DataFrame:
+    import matplotlib.pyplot as plt
+    table = metrics_by_generator(df, probs, threshold)
+    table.to_csv(out_dir / f"eval_{prefix}_by_generator.csv", index=False)
+    fig = plot_by_generator(table, f"{prefix}: per generator")
+    fig.savefig(out_dir / f"eval_{prefix}_by_generator.png", dpi=110); plt.close(fig)
+    return table
+
 def evaluate_run(checkpoint: str,            # run folder (uses best.safetensors) or checkpoint file
                  data: str = "demo",          # 'demo' or a dataset folder
-                 split: str = "test",         # 'train' or 'test'
+                 split: str = "test",         # 'train', 'test' (or 'val' where the layout has one)
                  out_dir: str | None = None,  # where to write the record (default: the run folder)
                  batch_size: int = 128,       # images per inference batch
                  num_workers: int = 0,        # processes decoding images
                  device: str = "auto",        # 'auto', 'cpu', 'cuda', ...
+                 by: str | None = None,       # 'generator': also score each generator (eval_SPLIT_by_generator.csv)
+                 crops: int = 1,              # crops averaged per image: 1 (centre), 5 (corners + centre), k², k²+1
                 ) -> dict:
     "Score a checkpoint on a labelled dataset split; write metrics, predictions and plots next to it."
+    if by not in (None, "", "generator"): raise ValueError(f"by must be 'generator' or nothing, got {by!r}")
     detector = Detector.load(checkpoint, device=device)
+    detector.preprocess.multi_crop(crops)  # checks `crops` before any work
     df = read_dataset(resolve_data(data), split)
     if "label" not in df or df.label.isna().any(): raise ValueError(f"data: the {split} split of {data} has no labels")
     out_dir = Path(out_dir or (checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent))
@@ -175,9 +282,13 @@ def evaluate_run(checkpoint: str,            # run folder (uses best.safetensors
     bad = bad_images(df)
     report_bad_images(bad, out_dir)
     df = df[~df.path.isin(bad)].reset_index(drop=True)
-    metrics, _ = score_table(detector, df, out_dir, split, batch_size, num_workers, progress=True)
+    prefix = split if crops == 1 else f"{split}_crops{crops}"
+    metrics, _, probs = score_table(detector, df, out_dir, prefix, batch_size, num_workers, progress=True, crops=crops)
     result = {f"{split}_{k}": v for k, v in metrics.items()}
     result.update(checkpoint=str(checkpoint), data=str(data), split=split, arch=detector.meta.get("arch"),
-                  skipped_files=len(bad), bad_files=bad)
-    (out_dir / f"eval_{split}.json").write_text(json.dumps(result, indent=2))
+                  crops=crops, skipped_files=len(bad), bad_files=bad)
+    if by == "generator":
+        table = _write_by_generator(out_dir, prefix, df, probs, detector.threshold)
+        result["by_generator"] = table.to_dict("records")
+    (out_dir / f"eval_{prefix}.json").write_text(json.dumps(result, indent=2))
     return result

@@ -25,7 +25,7 @@ from .utils import atomic_write, autocast, get_device, memory_format
 
 # %% auto #0
 __all__ = ['check_arch', 'create_detector', 'tensors_sha256', 'save_checkpoint', 'read_checkpoint_meta', 'checkpoint_path',
-           'load_weights', 'load_checkpoint', 'prob_to_label', 'Detector']
+           'load_weights', 'load_checkpoint', 'freeze_backbone', 'train_mode', 'prob_to_label', 'Detector']
 
 # %% ../nbs/02_model.ipynb #f828c867
 def check_arch(arch: str) -> str:
@@ -113,6 +113,23 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     except RuntimeError as e: raise ValueError(f"{path} does not fit arch {meta['arch']!r}: {e}") from e
     return model.to(device).eval(), meta
 
+# %% ../nbs/02_model.ipynb #c59e14e1
+def freeze_backbone(model: torch.nn.Module) -> torch.nn.Module:
+    "Freeze every parameter of `model` except its classifier head; returns `model`."
+    head = {id(p) for p in model.get_classifier().parameters()}
+    if not head: raise ValueError(f"{type(model).__name__} has no classifier head to train")
+    for p in model.parameters(): p.requires_grad_(id(p) in head)
+    model.frozen_backbone = True
+    return model
+
+def train_mode(model: torch.nn.Module) -> torch.nn.Module:
+    "Put `model` (or the model inside a DDP/compile wrapper) in training mode, a frozen backbone staying in eval mode."
+    model.train()
+    inner = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
+    if getattr(inner, "frozen_backbone", False):
+        inner.eval(); inner.get_classifier().train()
+    return model
+
 # %% ../nbs/02_model.ipynb #4066b709
 def prob_to_label(prob: float, classes: tuple[str, ...] = CLASSES, threshold: float = 0.5) -> str:
     "The class name for P(ai) `prob`: the second class ('ai') at or above `threshold`."
@@ -121,13 +138,17 @@ def prob_to_label(prob: float, classes: tuple[str, ...] = CLASSES, threshold: fl
 
 # %% ../nbs/02_model.ipynb #d717951c
 class Detector:
-    "A trained model plus its preprocessing: turns images into P(ai)."
+    "A trained model plus its preprocessing and calibration: turns images into P(ai)."
     def __init__(self, model: torch.nn.Module, preprocess: Preprocess, meta: dict | None = None,
                  device: str | torch.device = "auto"):
         self.device = get_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device, memory_format=memory_format(self.device)).eval()
         self.preprocess, self.meta = preprocess, meta or {}
         self.classes = tuple(self.meta.get("classes", CLASSES))
+        self.threshold = float(self.meta.get("threshold", 0.5))
+        self.temperature = float(self.meta.get("temperature", 1.0))
+        if not 0 < self.threshold < 1: raise ValueError(f"threshold {self.threshold} is not in (0, 1)")
+        if not self.temperature > 0: raise ValueError(f"temperature {self.temperature} of the checkpoint is not > 0")
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> Detector:
@@ -136,18 +157,29 @@ class Detector:
         return cls(model, Preprocess.from_dict(meta["preprocess"]), meta, device)
 
     @torch.inference_mode()
-    def probs(self, batch: torch.Tensor) -> torch.Tensor:
-        "P(ai) for a uint8 Nx3xHxW batch already preprocessed, as a float32 CPU tensor."
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        "The model's raw float32 logits (N×classes, on the CPU) for a uint8 Nx3xHxW batch already preprocessed."
         if self.model.training: self.model.eval()  # batch-norm statistics must not move during inference
         x = self.preprocess.normalize(batch.to(self.device, non_blocking=True))
         with autocast(self.device):
             logits = self.model(x.contiguous(memory_format=memory_format(self.device)))
-        probs = logits.float().softmax(-1)[:, 1].cpu()
-        if not torch.isfinite(probs).all(): raise ValueError("the model gave a non-finite P(ai): broken weights")
-        return probs
+        return logits.float().cpu()
 
-    def predict(self, images: list[Image.Image]) -> np.ndarray:
-        "P(ai) for a list of PIL images of any mode and size."
+    def probs(self, batch: torch.Tensor) -> torch.Tensor:
+        "P(ai) for a uint8 Nx3xHxW batch (or N×K×3×H×W: K crops each, averaged), as a float32 CPU tensor."
+        crops = batch.shape[1] if batch.ndim == 5 else 0
+        logits = self.logits(batch.flatten(0, 1) if crops else batch)
+        probs = (logits / self.temperature).softmax(-1)[:, 1]
+        if not torch.isfinite(probs).all(): raise ValueError("the model gave a non-finite P(ai): broken weights")
+        return probs.view(-1, crops).mean(1) if crops else probs
+
+    def predict(self, images: list[Image.Image], crops: int = 1) -> np.ndarray:
+        "P(ai) for a list of PIL images of any mode and size; `crops` > 1 averages over crops covering each image."
         if not images: return np.zeros(0, np.float32)
-        batch = torch.stack([self.preprocess.eval(to_rgb(im)) for im in images])
+        pp = self.preprocess.multi_crop(crops) if crops != 1 else self.preprocess
+        batch = torch.stack([pp.eval(to_rgb(im)) for im in images])
         return self.probs(batch).numpy()
+
+    def label(self, prob: float) -> str:
+        "The class name for P(ai) `prob` at this detector's calibrated threshold."
+        return prob_to_label(prob, self.classes, self.threshold)

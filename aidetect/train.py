@@ -16,7 +16,7 @@ import random
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -30,17 +30,19 @@ from timm.scheduler import create_scheduler_v2
 from fastcore.basics import patch, str2bool
 
 from .cache import prepare_cache
-from .data import (CLASSES, Preprocess, bad_images, read_dataset, report_bad_images, resolve_data,
-                           split_train_val)
-from .evaluate import classification_metrics, plot_history, predict_loader, score_table
+from .data import (CLASSES, Preprocess, bad_images, filter_generators, read_dataset, report_bad_images,
+                           resolve_data, split_train_val)
+from .evaluate import (choose_threshold, classification_metrics, fit_temperature, plot_history,
+                               predict_logits, predict_loader, score_table)
 from .loader import create_loader
-from .model import Detector, check_arch, create_detector, save_checkpoint
+from .model import Detector, check_arch, create_detector, freeze_backbone, save_checkpoint, train_mode
 from .utils import (atomic_write, autocast, barrier, broadcast_object, get_device, init_distributed,
                             is_distributed, memory_format)
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'TrainConfig', 'load_params', 'project_root', 'resolve_run_dir', 'seed_everything', 'epoch_seed',
-           'epoch_generator', 'RunLogger', 'train_one_epoch', 'claim_run_dir', 'fit', 'show_run']
+           'epoch_generator', 'RunLogger', 'train_one_epoch', 'claim_run_dir', 'fit', 'calibrate_checkpoint',
+           'show_run']
 
 # %% ../nbs/06_train.ipynb #36248cdc
 @dataclass
@@ -71,6 +73,9 @@ class TrainConfig:
     compile: bool = False         # torch.compile the training model (minutes of warm-up; pays on long GPU runs)
     sync_bn: bool = False         # synchronise batch-norm statistics across GPUs under torchrun (CUDA only)
     allow_outside: bool = False   # read images that train.csv places outside the dataset folder
+    train_generators: list[str] = field(default_factory=list)  # only these AI generators ([] = all); reals all kept
+    freeze_backbone: bool = False  # train only the classifier head on the frozen backbone (a linear probe, as UnivFD)
+    temperature_scaling: bool = False  # fit a softmax temperature on validation, stored in the checkpoint
 
     @classmethod
     def names(cls) -> list[str]: return [f.name for f in dataclasses.fields(cls)]
@@ -78,7 +83,15 @@ class TrainConfig:
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
 # %% ../nbs/06_train.ipynb #d9995c40
-_CONVERT = {"int": int, "float": float, "bool": str2bool, "str": str}  # field types, as strings (PEP 563)
+def _str_list(value) -> list[str]:
+    "A list of names from a list, a YAML/JSON list text ('[a, b]') or a comma-separated text ('a,b')."
+    if isinstance(value, str): value = yaml.safe_load(value) if value.strip() else []
+    if value is None: return []
+    if isinstance(value, str): value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)): raise ValueError
+    return [str(v) for v in value]
+
+_CONVERT = {"int": int, "float": float, "bool": str2bool, "str": str, "list[str]": _str_list}  # as strings (PEP 563)
 
 def _coerce(name: str, value, kind: str):
     "`value` as the field `name`'s type `kind`, or a `ValueError` naming the field."
@@ -202,7 +215,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, preprocess: Preprocess,
                     epoch: int, grad_clip: float = 1.0, progress: bool = True) -> dict:
     "Train `model` for one pass over `loader`; return the mean loss and accuracy (over all processes)."
     from tqdm.auto import tqdm
-    model.train()
+    train_mode(model)  # a frozen backbone stays in eval mode: its batch-norm statistics do not move
     loss_fn, fmt = torch.nn.CrossEntropyLoss(), memory_format(device)
     stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, seen
     updates = epoch * len(loader)
@@ -233,7 +246,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, preprocess: Preprocess,
 
 # %% ../nbs/06_train.ipynb #0e7a5872
 RUN_FILES = ("metrics.json", "run.json", "history.*", "*.safetensors", "*.onnx", "last_state.pt", "bad_files.csv",
-             "predictions_*.csv", "eval_*.json", "*_confusion.png", "*_roc.png", "*_mistakes.png")  # glob patterns
+             "predictions_*.csv", "eval_*.json", "eval_*.csv", "eval_*.png", "robustness_*", "*_confusion.png",
+             "*_roc.png", "*_reliability.png", "*_mistakes.png")  # glob patterns
 
 @contextmanager
 def claim_run_dir(run_dir: Path, resume: bool = False):
@@ -250,6 +264,13 @@ def claim_run_dir(run_dir: Path, resume: bool = False):
         finally: fcntl.flock(lock, fcntl.LOCK_UN)
 
 # %% ../nbs/06_train.ipynb #e0d5216c
+def _with_generators(df: pd.DataFrame, root: Path, cfg: TrainConfig) -> pd.DataFrame:
+    "`df` (rows of the cache or of the dataset) with the dataset's `generator` column, matched by path."
+    if "generator" in df: return df
+    source = read_dataset(root, allow_outside=cfg.allow_outside)
+    if "generator" not in source: return df  # every ai image is 'unknown'
+    return df.merge(source[["path", "generator"]], on="path", how="left")
+
 def _prepare_data(cfg: TrainConfig, run_dir: Path, rank: int, progress: bool):
     "(train table, validation table, bad files, cache or None) for this run."
     if rank == 0: resolve_data(cfg.data)
@@ -266,6 +287,7 @@ def _prepare_data(cfg: TrainConfig, run_dir: Path, rank: int, progress: bool):
         if rank: cache = prepare_cache(*args, progress=False, allow_outside=cfg.allow_outside)  # ready: opens it
         bad, df = cache.bad, cache.good()
     if rank == 0: report_bad_images(bad, run_dir)
+    if cfg.train_generators: df = filter_generators(_with_generators(df, root, cfg), cfg.train_generators)
     if df.label.nunique() < 2:
         raise ValueError(f"data: {cfg.data} needs images of both classes, found only {df.label.unique()}")
     return (*split_train_val(df, cfg.val_frac, cfg.seed), bad, cache)
@@ -274,6 +296,7 @@ def _prepare_data(cfg: TrainConfig, run_dir: Path, rank: int, progress: bool):
 def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> tuple[torch.nn.Module, Preprocess]:
     "The timm model on `device` and the `Preprocess` that goes with it."
     model = create_detector(cfg.arch, cfg.pretrained or None)
+    if cfg.freeze_backbone: freeze_backbone(model)
     if cfg.sync_bn and world > 1:
         if device.type != "cuda": raise ValueError("sync_bn needs CUDA")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -375,11 +398,27 @@ def _log_epoch(logger: RunLogger, epoch: int, epochs: int, train: dict, val: dic
     print(f"epoch {epoch + 1}/{epochs}: train loss {train['loss']:.4f} acc {train['acc']:.4f} | "
           f"val loss {val['loss']:.4f} acc {val['acc']:.4f} auc {val['auc']:.4f}")
 
+# %% ../nbs/06_train.ipynb #4b46b585
+def calibrate_checkpoint(path: Path, val_df: pd.DataFrame, temperature: bool = False, batch_size: int = 128,
+                         workers: int = 0, device: str | torch.device = "cpu") -> dict:
+    "Choose the threshold (and fit a temperature) of checkpoint `path` on labelled `val_df`; store them in it."
+    detector = Detector.load(path, device=device)
+    loader = create_loader(val_df, detector.preprocess, batch_size, device=detector.device, workers=workers)
+    logits, labels = predict_logits(detector, loader)
+    t = fit_temperature(logits, labels) if temperature and len(np.unique(labels)) == 2 else 1.0
+    probs = torch.from_numpy(logits / t).softmax(-1)[:, 1].numpy()
+    calibration = {"threshold": choose_threshold(labels, probs), **({"temperature": t} if temperature else {})}
+    meta = {k: v for k, v in detector.meta.items() if k not in ("threshold", "temperature")}
+    save_checkpoint(path, detector.model, {**meta, **calibration})
+    return calibration
+
 # %% ../nbs/06_train.ipynb #844c25e8
 def _finish_run(run_dir: Path, cfg: TrainConfig, train_df: pd.DataFrame, val_df: pd.DataFrame, bad: dict,
                 logger: RunLogger, device: torch.device, timing: dict) -> dict:
+    calibrate_checkpoint(run_dir / "best.safetensors", val_df, cfg.temperature_scaling, cfg.batch_size * 2,
+                         cfg.num_workers, device)
     detector = Detector.load(run_dir / "best.safetensors", device=device)
-    val, plots = score_table(detector, val_df, run_dir, "val", cfg.batch_size * 2, cfg.num_workers)
+    val, plots, _ = score_table(detector, val_df, run_dir, "val", cfg.batch_size * 2, cfg.num_workers)
     metrics = {**{f"val_{k}": v for k, v in val.items()}, "best_epoch": detector.meta["epoch"],
                "n_train": len(train_df), "n_val": len(val_df), "skipped_files": len(bad), "bad_files": bad,
                "params": cfg.to_dict()}
@@ -402,8 +441,11 @@ def show_run(run_dir: str | os.PathLike, split: str = "val"):
     record = run_dir / ("metrics.json" if split == "val" else f"eval_{split}.json")
     if not record.exists(): raise FileNotFoundError(f"{record} does not exist: has the run finished?")
     metrics = json.loads(record.read_text())
-    display(pd.Series({k: v for k, v in metrics.items() if k.startswith(f"{split}_") and not isinstance(v, list)},
+    key = metrics.get("split", split)  # an evaluation with several crops is recorded as `<split>_crops<k>`
+    display(pd.Series({k: v for k, v in metrics.items() if k.startswith(f"{key}_") and not isinstance(v, list)},
                       name=split).to_frame())
-    names = ["history.png"] * (split == "val") + [f"{split}_{n}.png" for n in ("confusion", "roc", "mistakes")]
+    plots = ("confusion", "roc", "reliability", "mistakes")
+    names = ["history.png"] * (split == "val") + [f"{split}_{n}.png" for n in plots]
+    names.append(f"eval_{split}_by_generator.png")
     for name in names:
         if (run_dir / name).exists(): display(Image(filename=str(run_dir / name)))
