@@ -1,8 +1,8 @@
 """`aidetect serve` as a real uvicorn process: parity with `Detector.predict`, uploads that must not cost memory
 or break the server (bombs, extreme shapes), slow clients that must not take it down, metrics and the prediction
 log (rotated and capped), ONNX Runtime, a short load run, and the web page in headless Chromium. Behaviour that
-needs no real process (decoding, every bad request, limits) is tested in-process in nbs/08_inference.ipynb and
-nbs/09_service.ipynb; the servers are the fixtures of conftest.py."""
+needs no real process (decoding, every bad request, limits) is tested in-process in nbs/13_inference.ipynb and
+nbs/14_service.ipynb; the servers are the fixtures of conftest.py."""
 import io
 import json
 import os
@@ -219,7 +219,7 @@ def test_metrics_and_prediction_log(torch_server):
 def test_serve_refuses_a_corrupt_checkpoint(tmp_path, serve_run):
     """A checkpoint whose weights were damaged under an intact header (the checksum in the header catches it)
     stops start-up with a message naming the file and exit status 1: no server answering 503. (A file that is
-    not a checkpoint at all is refused the same way, tested in-process in nbs/09_service.ipynb.)"""
+    not a checkpoint at all is refused the same way, tested in-process in nbs/14_service.ipynb.)"""
     data = bytearray((serve_run / "best.safetensors").read_bytes())
     data[-200:-100] = bytes(b ^ 0xFF for b in data[-200:-100])  # inside the last tensor; the header is intact
     (tmp_path / "best.safetensors").write_bytes(bytes(data))
