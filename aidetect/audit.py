@@ -21,17 +21,18 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .data import (CLASSES, _random_crop, cache_dir, find_bad_images, load_image, read_dataset,
-                           real_photos, report_bad_images, resolve_data, synthesize_ai)
+                           real_photos, report_bad_images, resolve_data, synthesize_ai, parse_reencode,
+                           reencode_bytes)
 from .pairs import (exact_duplicates, find_links, header_exif, link_groups, load_groups, pair_scores,
                             plot_pairs)
-from .utils import parallel_map
+from .utils import parallel_map, resolve_run_dir
 
 # %% auto #0
 __all__ = ['NUMERIC', 'CATEGORICAL', 'FEATURES', 'SIZE_FEATURES', 'SHORTCUT_THRESHOLD', 'LEAD_AUC', 'AUDIT_VERSION',
            'make_shortcut_dataset', 'ijg_tables', 'jpeg_quality', 'image_metadata', 'metadata_table', 'audit_folds',
            'oof_target_encode', 'feature_aucs', 'shortcut_auc', 'shortcut_warning', 'table_key', 'metadata_result',
-           'metadata_audit', 'audit_warning', 'class_summary', 'plot_metadata', 'plot_feature_aucs', 'parse_reencode',
-           'reencode_bytes', 'reencode', 'reencoded_metadata', 'write_report', 'audit']
+           'metadata_audit', 'audit_warning', 'class_summary', 'plot_metadata', 'plot_feature_aucs',
+           'reencoded_metadata', 'write_report', 'audit']
 
 # %% ../nbs/03_audit.ipynb #d651c8c7
 _MAKES = ("Canon", "NIKON CORPORATION", "Apple", "SONY", "FUJIFILM")
@@ -309,33 +310,6 @@ def plot_feature_aucs(features: pd.DataFrame, threshold: float = SHORTCUT_THRESH
     fig.tight_layout()
     return fig
 
-# %% ../nbs/03_audit.ipynb #0167d337
-def parse_reencode(spec: str | None) -> tuple[str, int | None] | None:
-    "Validate a re-encoding option: '' → None, 'png' → ('png', None), 'jpeg:Q' (1 ≤ Q ≤ 100) → ('jpeg', Q)."
-    s = str(spec or "").strip().lower()
-    if not s: return None
-    if s == "png": return ("png", None)
-    fmt, _, q = s.partition(":")
-    if fmt in ("jpeg", "jpg") and q.isdigit() and 1 <= int(q) <= 100: return ("jpeg", int(q))
-    raise ValueError(f"reencode must be '', 'png' or 'jpeg:Q' with Q from 1 to 100 (e.g. 'jpeg:90'), got {spec!r}")
-
-# %% ../nbs/03_audit.ipynb #c0185a01
-def reencode_bytes(img: Image.Image, spec: str | tuple) -> bytes:
-    "The bytes of `img` encoded as `spec` ('png' or 'jpeg:Q'), the same way for every image."
-    from aidetect.data import to_rgb
-    fmt = parse_reencode(spec) if isinstance(spec, str) else spec
-    if fmt is None: raise ValueError("reencode_bytes needs a format: 'png' or 'jpeg:Q'")
-    buf, rgb = io.BytesIO(), to_rgb(img)
-    if fmt[0] == "png": rgb.save(buf, "PNG", compress_level=6)
-    else: rgb.save(buf, "JPEG", quality=fmt[1], subsampling=2, optimize=False, progressive=False)
-    return buf.getvalue()
-
-def reencode(img: Image.Image, spec: str | tuple) -> Image.Image:
-    "`img` encoded as `spec` and decoded again, in memory, as RGB; unchanged when `spec` is ''."
-    fmt = parse_reencode(spec) if isinstance(spec, str) else spec
-    if fmt is None: return img
-    with Image.open(io.BytesIO(reencode_bytes(img, fmt))) as out: return out.convert("RGB")
-
 # %% ../nbs/03_audit.ipynb #6e64f0ec
 def reencoded_metadata(paths, spec: str, workers: int | None = None, progress: bool = False) -> pd.DataFrame:
     "`metadata_table` of the images as `reencode` would write them (decoded and re-encoded in memory)."
@@ -361,7 +335,6 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines[:1] + ["|" + "---|" * len(df.columns)] + lines[1:])
 
 def _default_out(data: str, root: Path) -> Path:
-    from aidetect.train import resolve_run_dir
     return resolve_run_dir(Path("outputs") / "audit" / ("demo" if str(data) == "demo" else root.name))
 
 # %% ../nbs/03_audit.ipynb #faecc1d1

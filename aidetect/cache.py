@@ -34,9 +34,10 @@ __all__ = ['CACHE_VERSION', 'cache_key', 'default_cache_path', 'chunk_digest', '
 # %% ../nbs/05_cache.ipynb #7611961f
 CACHE_VERSION = 2  # 2: channels-first layout
 
-def cache_key(df: pd.DataFrame, size: int, mode: str) -> str:
-    "A hash of the source list (paths, labels, file sizes and times) and the transform (`size`, `mode`)."
-    h = hashlib.sha1(f"aidetect-cache-v{CACHE_VERSION}|{int(size)}|{mode}".encode())
+def cache_key(df: pd.DataFrame, size: int, mode: str, reencode: str = "") -> str:
+    "A hash of the source list (paths, labels, file sizes and times) and the transform (`size`, `mode`, `reencode`)."
+    transform = f"{int(size)}|{mode}" + (f"|{reencode}" if reencode else "")
+    h = hashlib.sha1(f"aidetect-cache-v{CACHE_VERSION}|{transform}".encode())
     groups = df["group"].astype(str) if "group" in df else [""] * len(df)
     for path, label, group in zip(df.path, df.label, groups, strict=True):
         try: st = os.stat(path); stamp = f"{st.st_size}|{st.st_mtime_ns}"
@@ -44,11 +45,12 @@ def cache_key(df: pd.DataFrame, size: int, mode: str) -> str:
         h.update(f"{path}|{label}|{group}|{stamp}\n".encode())
     return h.hexdigest()
 
-def default_cache_path(root: str | os.PathLike, split: str, size: int, mode: str) -> Path:
+def default_cache_path(root: str | os.PathLike, split: str, size: int, mode: str, reencode: str = "") -> Path:
     "Where `aidetect prepare` puts the cache of `root`'s `split` by default: under `cache_dir()/prepared`."
     root = Path(root).resolve()
     tag = hashlib.sha1(str(root).encode()).hexdigest()[:8]
-    return cache_dir() / "prepared" / f"{root.name}-{tag}-{split}-{mode}{int(size)}"
+    suffix = f"-{reencode.replace(':', '')}" if reencode else ""
+    return cache_dir() / "prepared" / f"{root.name}-{tag}-{split}-{mode}{int(size)}{suffix}"
 
 # %% ../nbs/05_cache.ipynb #35c5e715
 def chunk_digest(rows: np.ndarray) -> str:
@@ -57,9 +59,9 @@ def chunk_digest(rows: np.ndarray) -> str:
 
 _WORKER: dict = {}
 
-def _open_worker(folder: str, n: int, size: int, mode: str):
+def _open_worker(folder: str, n: int, size: int, mode: str, reencode: str = ""):
     _WORKER.update(images=np.memmap(Path(folder) / "images.u8", np.uint8, "r+", shape=(n, 3, size, size)),
-                   pp=Preprocess(size, mode))
+                   pp=Preprocess(size, mode, reencode=reencode))
 
 def _fixed_size(pp: Preprocess, path: str) -> np.ndarray:
     "The `3×S×S` uint8 array that `pp.eval` makes of the image at `path`: the cache holds what prediction sees."
@@ -188,21 +190,23 @@ def _mark_damaged(self: ImageCache, start: int, count: int):
 # %% ../nbs/05_cache.ipynb #837f1367
 def prepare_cache(data: str | os.PathLike, split: str = "train", size: int = 224, mode: str = "crop",
                   out: str | os.PathLike | None = None, workers: int | None = None, chunk_size: int = 256,
-                  progress: bool = True, on_chunk=None, allow_outside: bool = False) -> ImageCache:
+                  progress: bool = True, on_chunk=None, allow_outside: bool = False,
+                  reencode: str = "") -> ImageCache:
     "Decode `data`'s `split` once into a cache of `size`x`size` uint8 images (`mode` 'crop' or 'resize')."
-    Preprocess(size, mode)  # checks size and mode
+    Preprocess(size, mode, reencode=reencode)  # checks size, mode and reencode
     root = resolve_data(data)
     df = read_dataset(root, split, allow_outside)
     if "label" not in df: df["label"] = -1
-    out = Path(out) if out else default_cache_path(root, split, size, mode)
+    out = Path(out) if out else default_cache_path(root, split, size, mode, reencode)
     workers = max(1, int(workers or os.cpu_count() or 1))
     with _locked(out):
-        return _prepare_locked(df, out, int(size), mode, split, root, workers, chunk_size, progress, on_chunk)
+        return _prepare_locked(df, out, int(size), mode, split, root, workers, chunk_size, progress, on_chunk,
+                               reencode)
 
 # %% ../nbs/05_cache.ipynb #c524cd9a
 def _prepare_locked(df, out: Path, size: int, mode: str, split: str, root: Path, workers: int, chunk_size: int,
-                    progress: bool, on_chunk) -> ImageCache:
-    key, n = cache_key(df, size, mode), len(df)
+                    progress: bool, on_chunk, reencode: str = "") -> ImageCache:
+    key, n = cache_key(df, size, mode, reencode), len(df)
     meta = _read_json(out / "meta.json")
     images = out / "images.u8"
     problem = None if meta is None else ("the source list or the transform changed" if meta.get("key") != key
@@ -219,15 +223,15 @@ def _prepare_locked(df, out: Path, size: int, mode: str, split: str, root: Path,
         np.zeros(n, np.uint8).tofile(out / "state.u8")
         atomic_write(out / "table.csv", lambda tmp: df[[c for c in ("path", "label", "group") if c in df]]
                      .to_csv(tmp, index=False))
-        meta = dict(version=CACHE_VERSION, key=key, n=n, size=size, mode=mode, split=split, source=str(root),
-                    complete=False)
+        meta = dict(version=CACHE_VERSION, key=key, n=n, size=size, mode=mode, reencode=reencode, split=split,
+                    source=str(root), complete=False)
         _write_json(out / "meta.json", meta)
     state = np.memmap(out / "state.u8", np.uint8, "r+", shape=(n,))
     starts = [s for s in range(0, n, chunk_size) if (state[s:s + chunk_size] == 0).any()]
     flagged = df.attrs.get("bad", {})
     jobs = [(s, paths, {p: flagged[p] for p in paths if p in flagged})
             for s in starts for paths in [df.path.iloc[s:s + chunk_size].tolist()]]
-    wall, busy, done = _decode_jobs(jobs, out, n, size, mode, state, workers, progress, on_chunk)
+    wall, busy, done = _decode_jobs(jobs, out, n, size, mode, state, workers, progress, on_chunk, reencode)
     meta.update(complete=True, workers=workers, decoded=done, wall_seconds=wall, decode_seconds=busy,
                 decode_img_per_s=done / busy if busy else None)
     state.flush()
@@ -237,13 +241,14 @@ def _prepare_locked(df, out: Path, size: int, mode: str, split: str, root: Path,
     return ImageCache.open(out)
 
 # %% ../nbs/05_cache.ipynb #868d940e
-def _decode_jobs(jobs, out: Path, n: int, size: int, mode: str, state, workers: int, progress: bool, on_chunk):
+def _decode_jobs(jobs, out: Path, n: int, size: int, mode: str, state, workers: int, progress: bool, on_chunk,
+                 reencode: str = ""):
     "Run the decoding `jobs` on `workers` processes, marking finished chunks in `state`: (wall s, decoding s, images)."
     from tqdm.auto import tqdm
     total = sum(len(p) for _, p, _ in jobs)
     bar = tqdm(total=total, desc=f"preparing {out.name}", unit="img", disable=not progress or not total)
     t0, done, first, last = time.perf_counter(), 0, float("inf"), 0.0
-    args, paths = (str(out), n, size, mode), {start: p for start, p, _ in jobs}
+    args, paths = (str(out), n, size, mode, reencode), {start: p for start, p, _ in jobs}
     if workers == 1 or len(jobs) <= 1:
         _open_worker(*args); results, pool = map(_decode_chunk, jobs), None
     else:

@@ -17,7 +17,7 @@ from typing import Annotated
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['COMMANDS', 'command_parser', 'main', 'console', 'train', 'predict', 'prepare']
+__all__ = ['COMMANDS', 'command_parser', 'main', 'format_table', 'console', 'train', 'predict', 'prepare']
 
 # %% ../nbs/18_cli.ipynb #4269169c
 COMMANDS = {  # name: ("module:function", help, "module:function" formatting the result for the shell, or None)
@@ -31,6 +31,8 @@ COMMANDS = {  # name: ("module:function", help, "module:function" formatting the
               "aidetect.bench:format_bench"),
     "sweep": ("aidetect.sweep:sweep", "train a grid or random sample of parameter sets with papermill, resumably",
               None),
+    "robustness": ("aidetect.robustness:robustness", "score a run under JPEG, blur and downscale perturbations",
+                   "aidetect.cli:format_table"),
     "audit": ("aidetect.audit:audit", "audit a dataset for metadata shortcuts, duplicates and hidden pairs", "json"),
     "runs": ("aidetect.sweep:runs", "leaderboard of run folders: differing parameters, metrics, evaluations",
              "aidetect.sweep:format_runs"),
@@ -78,6 +80,10 @@ def main(argv: list[str] | None = None):
     elif show: print(_load(show)(result))
     return result
 
+def format_table(table) -> str:
+    "A result table (a pandas DataFrame) as text for the shell."
+    return table.to_string(index=False)
+
 def console() -> None:
     "The `aidetect` console script: `main`, whose return value must not become the exit status."
     main()
@@ -103,13 +109,14 @@ def predict(
     submission: Annotated[str, "predict DATA's test.csv into OUT_CSV (a Kaggle submission)",
                           dict(nargs=2, metavar=("DATA", "OUT_CSV"))] = None,
     device: str = "auto",  # 'auto', 'cpu', 'cuda', ...
+    crops: int = 1,        # crops averaged per image: 1 (centre), 5 (corners + centre), 9, 10, ...
 ) -> list[dict]:
-    "P(ai) and the label of each image, one JSON line each (an error line for an unreadable one); or a submission."
+    "P(ai), the label (at the run's calibrated threshold) of each image, one JSON line each; or a submission."
     import pandas as pd
 
     from aidetect.data import find_bad_images
     from aidetect.evaluate import predict_table, write_submission
-    from aidetect.model import Detector, prob_to_label
+    from aidetect.model import Detector
     detector = Detector.load(checkpoint, device=device)
     if submission:
         sub = write_submission(detector, *submission)
@@ -118,10 +125,10 @@ def predict(
     images = [str(p) for p in images]
     bad = find_bad_images(images)  # one unreadable file must not cost the others their answer
     good = [p for p in images if p not in bad]
-    probs = dict(zip(good, predict_table(detector, pd.DataFrame({"path": good})), strict=True))  # batched
+    probs = dict(zip(good, predict_table(detector, pd.DataFrame({"path": good}), crops=crops), strict=True))  # batched
     rows = [{"file": p, "error": bad[p]} if p in bad else
-            {"file": p, "label": prob_to_label(probs[p], detector.classes), "prob_ai": round(float(probs[p]), 6)}
-            for p in images]
+            {"file": p, "label": detector.label(probs[p]), "prob_ai": round(float(probs[p]), 6),
+             "threshold": detector.threshold, "crops": crops} for p in images]
     for row in rows: print(json.dumps(row))
     if bad: raise ValueError(f"{len(bad)} of {len(images)} file(s) could not be read")
     return rows

@@ -8,13 +8,14 @@ Docs: https://aidetect.github.io/aidetect/data.html.md"""
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import shutil
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ __all__ = ['CLASSES', 'IMAGE_EXTENSIONS', 'UNKNOWN_GENERATOR', 'REAL_SOURCE', 'R
            'DEMO_VERSION', 'to_rgb', 'load_image', 'awkward_images', 'image_problem', 'find_bad_images',
            'report_bad_images', 'bad_images', 'fill_generators', 'read_dataset', 'ai_generators', 'filter_generators',
            'real_photos', 'synthesize_ai', 'make_demo_dataset', 'cache_dir', 'demo_dataset', 'resolve_data',
-           'split_train_val', 'Preprocess', 'crop_boxes', 'MultiCrop', 'ImageDataset']
+           'split_train_val', 'parse_reencode', 'reencode_bytes', 'reencode', 'Preprocess', 'crop_boxes', 'MultiCrop',
+           'ImageDataset']
 
 # %% ../nbs/01_data.ipynb #22942976
 CLASSES = ("human", "ai")
@@ -391,6 +393,32 @@ def split_train_val(df: pd.DataFrame, val_frac: float = 0.2, seed: int = 0) -> t
                                               random_state=seed)
     return df.iloc[train_idx].reset_index(drop=True), df.iloc[val_idx].reset_index(drop=True)
 
+# %% ../nbs/01_data.ipynb #3ec1bfb0
+def parse_reencode(spec: str | None) -> tuple[str, int | None] | None:
+    "Validate a re-encoding option: '' → None, 'png' → ('png', None), 'jpeg:Q' (1 ≤ Q ≤ 100) → ('jpeg', Q)."
+    s = str(spec or "").strip().lower()
+    if not s: return None
+    if s == "png": return ("png", None)
+    fmt, _, q = s.partition(":")
+    if fmt in ("jpeg", "jpg") and q.isdigit() and 1 <= int(q) <= 100: return ("jpeg", int(q))
+    raise ValueError(f"reencode must be '', 'png' or 'jpeg:Q' with Q from 1 to 100 (e.g. 'jpeg:90'), got {spec!r}")
+
+# %% ../nbs/01_data.ipynb #976ea3fa
+def reencode_bytes(img: Image.Image, spec: str | tuple) -> bytes:
+    "The bytes of `img` encoded as `spec` ('png' or 'jpeg:Q'), the same way for every image."
+    fmt = parse_reencode(spec) if isinstance(spec, str) else spec
+    if fmt is None: raise ValueError("reencode_bytes needs a format: 'png' or 'jpeg:Q'")
+    buf, rgb = io.BytesIO(), to_rgb(img)
+    if fmt[0] == "png": rgb.save(buf, "PNG", compress_level=6)
+    else: rgb.save(buf, "JPEG", quality=fmt[1], subsampling=2, optimize=False, progressive=False)
+    return buf.getvalue()
+
+def reencode(img: Image.Image, spec: str | tuple) -> Image.Image:
+    "`img` encoded as `spec` and decoded again, in memory, as RGB; unchanged when `spec` is ''."
+    fmt = parse_reencode(spec) if isinstance(spec, str) else spec
+    if fmt is None: return img
+    with Image.open(io.BytesIO(reencode_bytes(img, fmt))) as out: return out.convert("RGB")
+
 # %% ../nbs/01_data.ipynb #1c7e4c54
 @dataclass
 class Preprocess:
@@ -399,18 +427,20 @@ class Preprocess:
     mode: str = "crop"
     mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
     std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+    reencode: str = ""  # re-encode every image this way first ('jpeg:90', 'png'; '' = as stored)
 
     def __post_init__(self):
         if self.mode not in ("crop", "resize"): raise ValueError(f"mode must be 'crop' or 'resize', got {self.mode!r}")
         if int(self.img_size) < 8: raise ValueError(f"img_size must be at least 8, got {self.img_size}")
+        parse_reencode(self.reencode)
         self.img_size, self.mean, self.std = int(self.img_size), tuple(self.mean), tuple(self.std)
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, img_size: int, mode: str = "crop") -> Preprocess:
+    def for_model(cls, model: torch.nn.Module, img_size: int, mode: str = "crop", reencode: str = "") -> Preprocess:
         "Take normalisation from timm's data config for `model`."
         from timm.data import resolve_data_config
         cfg = resolve_data_config({}, model=model)
-        return cls(img_size, mode, cfg["mean"], cfg["std"])
+        return cls(img_size, mode, cfg["mean"], cfg["std"], reencode)
 
     def to_dict(self) -> dict: return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}  # JSON-shaped
 
@@ -420,7 +450,8 @@ class Preprocess:
 # %% ../nbs/01_data.ipynb #b972d25e
 @patch
 def fit_size(self: Preprocess, img: Image.Image) -> Image.Image:
-    "Scale `img` so that its shorter side is `img_size` (resize mode), or at least `img_size` (crop mode)."
+    "`img` re-encoded as `reencode` says, then scaled so its shorter side is `img_size` (resize) or at least that."
+    if self.reencode: img = reencode(img, self.reencode)
     w, h = img.size
     short = min(w, h)
     if short == self.img_size or (self.mode == "crop" and short > self.img_size): return img
@@ -474,8 +505,8 @@ class MultiCrop(Preprocess):
 def multi_crop(self: Preprocess, crops: int) -> Preprocess:
     "This preprocessing with `crops` crops per image at evaluation (itself when `crops` is 1)."
     crop_boxes(self.img_size, self.img_size, self.img_size, crops)  # checks `crops`
-    if crops == 1: return Preprocess(self.img_size, self.mode, self.mean, self.std)
-    return MultiCrop(self.img_size, self.mode, self.mean, self.std, crops)
+    base = {f.name: getattr(self, f.name) for f in fields(Preprocess)}
+    return Preprocess(**base) if crops == 1 else MultiCrop(**base, crops=crops)
 
 # %% ../nbs/01_data.ipynb #e6d59ee2
 @patch

@@ -47,14 +47,16 @@ def predict_loader(detector: Detector, loader, progress: bool = False) -> tuple[
         probs.append(detector.probs(x)); labels.append(y.cpu())
     probs, labels = (torch.cat(probs).numpy(), torch.cat(labels).numpy()) if probs else (
         np.zeros(0, np.float32), np.zeros(0, np.int64))
-    return _gather(probs, labels, loader.positions()) if is_distributed() else (probs, labels)
+    sharded = getattr(loader, "world", 1) > 1  # this process predicted its share: gather the others'
+    return _gather(probs, labels, loader.positions()) if sharded and is_distributed() else (probs, labels)
 
 # %% ../nbs/07_evaluate.ipynb #5b8e4c0d
 def predict_table(detector: Detector, df: pd.DataFrame, batch_size: int = 128, num_workers: int = 0,
-                  progress: bool = False, crops: int = 1) -> np.ndarray:
+                  progress: bool = False, crops: int = 1, decode_on: str = "cpu") -> np.ndarray:
     "P(ai) for every image listed in `df` (a table from `read_dataset`); `crops` > 1 averages several crops each."
-    loader = create_loader(df, detector.preprocess.multi_crop(crops), batch_size, device=detector.device,
-                           workers=num_workers)
+    pp = detector.preprocess.multi_crop(crops)
+    loader = create_loader(df, pp, batch_size, device=detector.device, workers=num_workers,
+                           decode_on=decode_on if crops == 1 else "cpu")  # several crops: Pillow's path
     return predict_loader(detector, loader, progress)[0]
 
 def predict_logits(detector: Detector, loader) -> tuple[np.ndarray, np.ndarray]:
@@ -237,10 +239,10 @@ def write_submission(detector: Detector, data: str | os.PathLike, out_csv: str |
 # %% ../nbs/07_evaluate.ipynb #1ffe9e1a
 def score_table(detector: Detector, df: pd.DataFrame, out_dir: str | os.PathLike, prefix: str,
                 batch_size: int = 128, num_workers: int = 0, progress: bool = False,
-                crops: int = 1) -> tuple[dict, list[Path], np.ndarray]:
+                crops: int = 1, decode_on: str = "cpu") -> tuple[dict, list[Path], np.ndarray]:
     "Predict labelled `df`; write `predictions_<prefix>.csv` and plots to `out_dir`; return (metrics, plots, probs)."
     out_dir = Path(out_dir)
-    probs = predict_table(detector, df, batch_size, num_workers, progress, crops)
+    probs = predict_table(detector, df, batch_size, num_workers, progress, crops, decode_on)
     labelled = df.assign(label=df.label.astype(int))
     pd.DataFrame({"path": df.path, "label": labelled.label, "prob_ai": probs,
                   **({"generator": df.generator} if "generator" in df else {})}).to_csv(
@@ -270,6 +272,7 @@ def evaluate_run(checkpoint: str,            # run folder (uses best.safetensors
                  device: str = "auto",        # 'auto', 'cpu', 'cuda', ...
                  by: str | None = None,       # 'generator': also score each generator (eval_SPLIT_by_generator.csv)
                  crops: int = 1,              # crops averaged per image: 1 (centre), 5 (corners + centre), k², k²+1
+                 decode_on: str = "cpu",      # decode JPEGs on the 'cpu' (Pillow) or the 'device' (nvJPEG on CUDA)
                 ) -> dict:
     "Score a checkpoint on a labelled dataset split; write metrics, predictions and plots next to it."
     if by not in (None, "", "generator"): raise ValueError(f"by must be 'generator' or nothing, got {by!r}")
@@ -283,7 +286,8 @@ def evaluate_run(checkpoint: str,            # run folder (uses best.safetensors
     report_bad_images(bad, out_dir)
     df = df[~df.path.isin(bad)].reset_index(drop=True)
     prefix = split if crops == 1 else f"{split}_crops{crops}"
-    metrics, _, probs = score_table(detector, df, out_dir, prefix, batch_size, num_workers, progress=True, crops=crops)
+    metrics, _, probs = score_table(detector, df, out_dir, prefix, batch_size, num_workers, progress=True, crops=crops,
+                                    decode_on=decode_on)
     result = {f"{split}_{k}": v for k, v in metrics.items()}
     result.update(checkpoint=str(checkpoint), data=str(data), split=split, arch=detector.meta.get("arch"),
                   crops=crops, skipped_files=len(bad), bad_files=bad)

@@ -100,20 +100,21 @@ class TorchBackend:
         self.meta, self.preprocess, self.classes = detector.meta, detector.preprocess, detector.classes
 
     def probs(self, batch: np.ndarray) -> np.ndarray:
-        "P(ai) for a uint8 Nx3xHxW batch."
+        "P(ai) for a uint8 Nx3xHxW batch, or the mean over the crops of an NxKx3xHxW one."
         return self.detector.probs(torch.from_numpy(batch)).numpy()
 
 # %% ../nbs/13_inference.ipynb #deef3966
 class _WithPreprocessing(torch.nn.Module):
-    "uint8 Nx3xHxW → class probabilities, with the checkpoint's normalisation inside the graph."
-    def __init__(self, model: torch.nn.Module, preprocess: Preprocess):
+    "uint8 Nx3xHxW → class probabilities, with the checkpoint's normalisation and temperature inside the graph."
+    def __init__(self, model: torch.nn.Module, preprocess: Preprocess, temperature: float = 1.0):
         super().__init__()
         self.model = model
         self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, -1, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(preprocess.std).view(1, -1, 1, 1) * 255)
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model((image.float() - self.mean) / self.std).float().softmax(-1)
+        return (self.model((image.float() - self.mean) / self.std).float() / self.temperature).softmax(-1)
 
 def file_sha256(path: str | os.PathLike) -> str:
     "SHA-256 of a file, read in chunks."
@@ -129,7 +130,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
     ckpt = checkpoint_path(checkpoint)
     det = Detector.load(ckpt, device="cpu")
     out = Path(out) if out else ckpt.with_suffix(".onnx")
-    net, n = _WithPreprocessing(det.model, det.preprocess).eval(), det.preprocess.img_size
+    net, n = _WithPreprocessing(det.model, det.preprocess, det.temperature).eval(), det.preprocess.img_size
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.zeros(2, 3, n, n, dtype=torch.uint8),), f"{d}/model.onnx", dynamo=True,
@@ -160,7 +161,8 @@ class OnnxBackend:
         self.classes = tuple(self.meta.get("classes", ("human", "ai")))
 
     def probs(self, batch: np.ndarray) -> np.ndarray:
-        "P(ai) for a uint8 Nx3xHxW batch."
+        "P(ai) for a uint8 Nx3xHxW batch, or the mean over the crops of an NxKx3xHxW one."
+        if batch.ndim == 5: return self.probs(batch.reshape(-1, *batch.shape[2:])).reshape(batch.shape[:2]).mean(1)
         probs = self.session.run(["probs"], {"image": np.ascontiguousarray(batch)})[0][:, 1].astype(np.float32)
         if not np.isfinite(probs).all(): raise ValueError("the model gave a non-finite P(ai): broken weights")
         return probs

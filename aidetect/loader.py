@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from .cache import CacheLoader, ImageCache, blur_and_recompress
-from .data import ImageDataset, Preprocess, load_image
+from .data import ImageDataset, Preprocess, load_image, reencode
 from .utils import batch_positions
 
 # %% auto #0
@@ -103,6 +103,8 @@ class DeviceDecodeLoader:
 
     def __len__(self) -> int: return len(self.sampler)
     def positions(self) -> torch.Tensor: return self.sampler.positions()
+    @property
+    def world(self) -> int: return self.sampler.world
 
     def _plan(self) -> dict[str, torch.Tensor]:
         n, g = self.sampler.n, self.generator
@@ -119,10 +121,13 @@ class DeviceDecodeLoader:
 def _images(self: DeviceDecodeLoader, rows: list[int], data: list[bytes], pos: torch.Tensor,
             plan: dict) -> torch.Tensor:
     "The batch of `rows` (their bytes `data`) at epoch positions `pos`, decoded, cropped and augmented on the device."
-    images = decode_on_device(data, self.device)
+    images = [None] * len(data) if self.pp.reencode else decode_on_device(data, self.device)  # re-encode: Pillow
     crops = []
     for k, (row, img) in enumerate(zip(rows, images, strict=True)):
-        if img is None: img = torch.from_numpy(np.asarray(load_image(self.paths[row])).copy()).permute(2, 0, 1)
+        if img is None:
+            pil = load_image(self.paths[row])
+            img = torch.from_numpy(np.asarray(reencode(pil, self.pp.reencode) if self.pp.reencode else pil).copy())
+            img = img.permute(2, 0, 1)
         img = img.to(self.device, non_blocking=True)
         p = int(pos[k])
         crops.append(fit_crop(img, self.pp, float(plan["fy"][p]), float(plan["fx"][p]), bool(plan["flip"][p]))
@@ -163,5 +168,5 @@ def create_loader(df: pd.DataFrame, preprocess: Preprocess, batch_size: int, tra
     loader = torch.utils.data.DataLoader(
         ImageDataset(df, preprocess, train=train), batch_sampler=sampler, num_workers=workers,
         pin_memory=device.type == "cuda", multiprocessing_context="fork" if workers and os.name == "posix" else None)
-    loader.positions = sampler.positions
+    loader.positions, loader.world = sampler.positions, world
     return loader

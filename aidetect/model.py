@@ -145,8 +145,11 @@ class Detector:
         self.model = model.to(self.device, memory_format=memory_format(self.device)).eval()
         self.preprocess, self.meta = preprocess, meta or {}
         self.classes = tuple(self.meta.get("classes", CLASSES))
-        self.threshold = float(self.meta.get("threshold", 0.5))
-        self.temperature = float(self.meta.get("temperature", 1.0))
+        try: self.threshold, self.temperature = (float(self.meta.get(k, d)) for k, d in (("threshold", 0.5),
+                                                                                          ("temperature", 1.0)))
+        except (TypeError, ValueError):
+            raise ValueError(f"the checkpoint's threshold and temperature must be numbers, got "
+                             f"{self.meta.get('threshold')!r} and {self.meta.get('temperature')!r}") from None
         if not 0 < self.threshold < 1: raise ValueError(f"threshold {self.threshold} is not in (0, 1)")
         if not self.temperature > 0: raise ValueError(f"temperature {self.temperature} of the checkpoint is not > 0")
 

@@ -59,6 +59,7 @@ class ServeSettings:
     log_keep: int = 5                   # rotated log files kept (predictions.jsonl.1 ... .5)
     log_images_max_bytes: int = 1024 * MiB  # kept uploads in total (oldest evicted)
     log_min_free_bytes: int = 256 * MiB     # pause logging while the disk has less free
+    crops: int = 1                      # crops averaged per image (multi-crop prediction: 5, 9, 10, ...)
 
     def __post_init__(self):
         for name in ("max_file_bytes", "max_request_bytes", "max_pixels", "max_files", "max_batch", "decode_workers",
@@ -210,6 +211,7 @@ class Service:
         self.batcher = Batcher(backend.probs, s.max_batch, on_batch=self.metrics.batch_size.observe)
         self.info = dict(arch=str(backend.meta.get("arch")), run_id=backend.meta.get("run_id"), backend=backend.name)
         self.threshold = _threshold(backend.meta.get("threshold", 0.5), Path(backend.source).name)
+        self.preprocess = backend.preprocess.multi_crop(self.settings.crops)  # K×3×S×S per image when crops > 1
 
     async def start(self):
         self.slots = asyncio.Semaphore(2 * self.settings.decode_workers)
@@ -224,7 +226,7 @@ class Service:
         "Decode, describe and preprocess one upload (runs in the decoding pool)."
         try: img, info = decode_image(data, self.settings.max_pixels)
         except UploadError as e: raise RequestError(UPLOAD_STATUS[e.kind], e.kind, e.detail) from None
-        return self.backend.preprocess.eval(img).numpy(), {**info, **image_stats(img)}
+        return self.preprocess.eval(img).numpy(), {**info, **image_stats(img)}
 
 # %% ../nbs/14_service.ipynb #9c98bb2d
 @patch
@@ -410,6 +412,7 @@ def serve(
     header_timeout: float = DeadlineProtocol.header_timeout,  # seconds to send a request head, then closed
     body_timeout: float = DeadlineProtocol.body_timeout,      # seconds to send a request body, then closed
     keep_alive: float = 5.0,        # seconds an idle keep-alive connection stays open
+    crops: int = 1,                 # crops averaged per image: 1 (centre), 5 (corners + centre), 9, 10, ...
     log_level: str = "info",        # uvicorn's log level (critical, error, warning, info, debug, trace)
     access_log: bool = False,       # log every request (slower)
 ):
@@ -422,7 +425,8 @@ def serve(
                     log_images=log_images, log_max_bytes=mb(log_max_mb), log_keep=log_keep,
                     log_images_max_bytes=mb(log_images_max_mb), log_min_free_bytes=mb(log_min_free_mb),
                     max_file_bytes=mb(max_upload_mb), max_request_bytes=mb(max_request_mb), max_pixels=max_pixels,
-                    max_files=max_files, max_batch=max_batch, decode_workers=decode_workers, max_requests=max_requests)
+                    max_files=max_files, max_batch=max_batch, decode_workers=decode_workers, max_requests=max_requests,
+                    crops=crops)
     import uvicorn
     s = app.state.service
     print(f"aidetect serve: {s.info['arch']} (run {s.info['run_id']}, {s.info['backend']}) from "

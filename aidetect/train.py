@@ -15,6 +15,7 @@ import os
 import random
 import time
 import uuid
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,19 +31,21 @@ from timm.scheduler import create_scheduler_v2
 from fastcore.basics import patch, str2bool
 
 from .cache import prepare_cache
-from .data import (CLASSES, Preprocess, bad_images, filter_generators, read_dataset, report_bad_images,
-                           resolve_data, split_train_val)
+from .data import (CLASSES, Preprocess, bad_images, filter_generators, parse_reencode, read_dataset,
+                           report_bad_images, resolve_data, split_train_val)
 from .evaluate import (choose_threshold, classification_metrics, fit_temperature, plot_history,
                                predict_logits, predict_loader, score_table)
 from .loader import create_loader
 from .model import Detector, check_arch, create_detector, freeze_backbone, save_checkpoint, train_mode
+from .audit import audit_warning
+from .pairs import load_groups
+from .profile import write_reference_profile
 from .utils import (atomic_write, autocast, barrier, broadcast_object, get_device, init_distributed,
-                            is_distributed, memory_format)
+                            is_distributed, memory_format, project_root, resolve_run_dir)
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'TrainConfig', 'load_params', 'project_root', 'resolve_run_dir', 'seed_everything', 'epoch_seed',
-           'epoch_generator', 'RunLogger', 'train_one_epoch', 'claim_run_dir', 'fit', 'calibrate_checkpoint',
-           'show_run']
+__all__ = ['RUN_FILES', 'TrainConfig', 'load_params', 'seed_everything', 'epoch_seed', 'epoch_generator', 'RunLogger',
+           'train_one_epoch', 'claim_run_dir', 'fit', 'calibrate_checkpoint', 'show_run']
 
 # %% ../nbs/10_train.ipynb #36248cdc
 @dataclass
@@ -67,7 +70,8 @@ class TrainConfig:
     wandb_mode: str = "offline"   # "offline", "online" (needs WANDB_API_KEY) or "disabled"
     wandb_project: str = "aidetect"
     resume: bool = False          # continue from out_dir/last.safetensors
-    cache: str = "auto"           # "auto" (decode once into $AIDETECT_CACHE/prepared), a cache folder, or "off" (JPEGs)
+    cache: str = "auto"           # "auto" (decode once into $AIDETECT_CACHE/prepared), a cache folder, "off" (JPEGs,
+                                  # decoded by Pillow) or "device" (JPEGs decoded on the GPU by nvJPEG, CUDA only)
     aug_blur: float = 0.0         # probability of a random Gaussian blur, applied on the device (cache only)
     aug_jpeg: float = 0.0         # probability of a JPEG re-compression, applied on the device (cache only)
     compile: bool = False         # torch.compile the training model (minutes of warm-up; pays on long GPU runs)
@@ -76,6 +80,9 @@ class TrainConfig:
     train_generators: list[str] = field(default_factory=list)  # only these AI generators ([] = all); reals all kept
     freeze_backbone: bool = False  # train only the classifier head on the frozen backbone (a linear probe, as UnivFD)
     temperature_scaling: bool = False  # fit a softmax temperature on validation, stored in the checkpoint
+    groups: str = ""              # "" (the table's own group column), "auto" (recover photo/AI pairs) or a groups.csv
+    audit: bool = True            # warn when metadata alone separates the classes (aidetect.audit; cached per dataset)
+    reencode: str = ""            # re-encode every image the same way before use: "jpeg:90", "png" ("" = as stored)
 
     @classmethod
     def names(cls) -> list[str]: return [f.name for f in dataclasses.fields(cls)]
@@ -134,6 +141,13 @@ def validate(self: TrainConfig) -> TrainConfig:
     if self.data != "demo":
         try: read_dataset(self.data)
         except (OSError, ValueError) as e: raise ValueError(f"data: {e}") from e
+    parse_reencode(self.reencode)
+    if self.cache == "device" and get_device(self.device).type != "cuda":
+        raise ValueError("cache: 'device' decodes JPEGs on the GPU (nvJPEG) and there is no CUDA device here; "
+                         "use cache='auto' (decode once on the CPU) or 'off'")
+    if self.groups not in ("", "auto") and not Path(self.groups).is_file():
+        raise ValueError(f"groups: {self.groups} is not a file; give a groups.csv (aidetect audit writes one), "
+                         "'auto' or ''")
     return self
 
 # %% ../nbs/10_train.ipynb #fc3a524f
@@ -144,20 +158,6 @@ def load_params(files: list[str | os.PathLike] = (), overrides: dict | None = No
         if not Path(f).is_file(): raise FileNotFoundError(f"parameter file {f} does not exist")
         params.update(yaml.safe_load(Path(f).read_text()) or {})
     return TrainConfig.from_dict({**params, **(overrides or {})})
-
-# %% ../nbs/10_train.ipynb #a0481388
-def project_root(start: str | os.PathLike | None = None) -> Path | None:
-    "The enclosing nbdev project folder (with `[tool.nbdev]` in its pyproject.toml), if any."
-    p = Path(start or Path.cwd()).resolve()
-    for d in [p, *p.parents]:
-        f = d / "pyproject.toml"
-        if f.is_file() and "[tool.nbdev]" in f.read_text(errors="ignore"): return d
-    return None
-
-def resolve_run_dir(out_dir: str | os.PathLike) -> Path:
-    "An absolute run folder: relative paths are taken from the project root when there is one, else the cwd."
-    out = Path(out_dir).expanduser()
-    return out if out.is_absolute() else (project_root() or Path.cwd()) / out
 
 # %% ../nbs/10_train.ipynb #a550a8e3
 def seed_everything(seed: int):
@@ -206,6 +206,7 @@ class RunLogger:
 
 def _wandb_id(run_dir: Path, resume: bool) -> str:
     "A W&B id kept in the run folder, so that a resumed run continues the same W&B run."
+    if os.environ.get("WANDB_RUN_ID"): return os.environ["WANDB_RUN_ID"]  # a W&B sweep agent chose it
     f = run_dir / ".wandb_id"
     if not (resume and f.exists()): f.write_text(uuid.uuid4().hex[:12])
     return f.read_text().strip()
@@ -276,21 +277,32 @@ def _prepare_data(cfg: TrainConfig, run_dir: Path, rank: int, progress: bool):
     if rank == 0: resolve_data(cfg.data)
     barrier()  # rank 0 builds the demo and the cache; the others then find them ready
     root, cache = resolve_data(cfg.data), None
-    if cfg.cache == "off":
+    if cfg.cache in ("off", "device"):
         df = read_dataset(root, allow_outside=cfg.allow_outside)
         bad = bad_images(df, progress=progress and rank == 0)
         df = df[~df.path.isin(bad)].reset_index(drop=True)
     else:
         args = (root, "train", cfg.img_size, cfg.crop_mode, None if cfg.cache == "auto" else cfg.cache)
-        if rank == 0: cache = prepare_cache(*args, progress=progress, allow_outside=cfg.allow_outside)
+        kw = dict(allow_outside=cfg.allow_outside, reencode=cfg.reencode)
+        if rank == 0: cache = prepare_cache(*args, progress=progress, **kw)
         barrier()
-        if rank: cache = prepare_cache(*args, progress=False, allow_outside=cfg.allow_outside)  # ready: opens it
+        if rank: cache = prepare_cache(*args, progress=False, **kw)  # ready: this only opens it
         bad, df = cache.bad, cache.good()
     if rank == 0: report_bad_images(bad, run_dir)
+    if cfg.groups:  # rank 0 links pairs and duplicates (it may read every image), the others take its groups
+        df = df.assign(group=broadcast_object(load_groups(df, cfg.groups, root).group.tolist() if rank == 0 else None))
+    warning = broadcast_object(_audit(cfg, df) if rank == 0 else None)
     if cfg.train_generators: df = filter_generators(_with_generators(df, root, cfg), cfg.train_generators)
     if df.label.nunique() < 2:
         raise ValueError(f"data: {cfg.data} needs images of both classes, found only {df.label.unique()}")
-    return (*split_train_val(df, cfg.val_frac, cfg.seed), bad, cache)
+    return (*split_train_val(df, cfg.val_frac, cfg.seed), bad, cache, warning)
+
+def _audit(cfg: TrainConfig, df: pd.DataFrame) -> str | None:
+    "The dataset audit's warning for this training table (computed once per dataset, then cached), shown now."
+    if not cfg.audit: return None
+    warning = audit_warning(df)
+    if warning: warnings.warn(f"{warning} (aidetect audit {cfg.data} reports it in full)", stacklevel=2)
+    return warning
 
 # %% ../nbs/10_train.ipynb #d3f14847
 def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> tuple[torch.nn.Module, Preprocess]:
@@ -301,7 +313,7 @@ def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> tuple[to
         if device.type != "cuda": raise ValueError("sync_bn needs CUDA")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=memory_format(device))
-    return model, Preprocess.for_model(model, cfg.img_size, cfg.crop_mode)
+    return model, Preprocess.for_model(model, cfg.img_size, cfg.crop_mode, cfg.reencode)
 
 def _optimization(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, steps_per_epoch: int):
     "timm's AdamW and cosine schedule with warm-up."
@@ -349,7 +361,7 @@ def _train_run(cfg: TrainConfig, run_dir: Path, progress: bool, on_epoch_end, ra
                device: torch.device) -> dict:
     main = rank == 0
     seed_everything(cfg.seed)
-    train_df, val_df, bad, cache = _prepare_data(cfg, run_dir, rank, progress)
+    train_df, val_df, bad, cache, audit = _prepare_data(cfg, run_dir, rank, progress)
     if len(train_df) < cfg.batch_size:  # the last partial batch is dropped: an epoch would have no step at all
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_df)} training images")
     model, preprocess = _build_model(cfg, device, world)
@@ -366,7 +378,7 @@ def _train_run(cfg: TrainConfig, run_dir: Path, progress: bool, on_epoch_end, ra
     logger = RunLogger(run_dir, cfg, resume_epoch=start) if main else None
     detector, loader = Detector(model, preprocess, meta, device), partial(
         create_loader, preprocess=preprocess, cache=cache, device=device, workers=cfg.num_workers, rank=rank,
-        world=world)
+        world=world, decode_on="device" if cfg.cache == "device" else "cpu")
     t0, images = time.time(), 0
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout & co. see the same randomness after a resume
@@ -389,7 +401,7 @@ def _train_run(cfg: TrainConfig, run_dir: Path, progress: bool, on_epoch_end, ra
     barrier()
     timing = dict(seconds=seconds, train_images=images, world_size=world,
                   cache=str(cache.root) if cache is not None else None)
-    metrics = _finish_run(run_dir, cfg, train_df, val_df, bad, logger, device, timing) if main else None
+    metrics = _finish_run(run_dir, cfg, train_df, val_df, bad, logger, device, timing, audit) if main else None
     return broadcast_object(metrics)
 
 def _log_epoch(logger: RunLogger, epoch: int, epochs: int, train: dict, val: dict, lr: float):
@@ -414,14 +426,15 @@ def calibrate_checkpoint(path: Path, val_df: pd.DataFrame, temperature: bool = F
 
 # %% ../nbs/10_train.ipynb #844c25e8
 def _finish_run(run_dir: Path, cfg: TrainConfig, train_df: pd.DataFrame, val_df: pd.DataFrame, bad: dict,
-                logger: RunLogger, device: torch.device, timing: dict) -> dict:
+                logger: RunLogger, device: torch.device, timing: dict, audit: str | None = None) -> dict:
     calibrate_checkpoint(run_dir / "best.safetensors", val_df, cfg.temperature_scaling, cfg.batch_size * 2,
                          cfg.num_workers, device)
     detector = Detector.load(run_dir / "best.safetensors", device=device)
-    val, plots, _ = score_table(detector, val_df, run_dir, "val", cfg.batch_size * 2, cfg.num_workers)
+    val, plots, val_probs = score_table(detector, val_df, run_dir, "val", cfg.batch_size * 2, cfg.num_workers)
     metrics = {**{f"val_{k}": v for k, v in val.items()}, "best_epoch": detector.meta["epoch"],
                "n_train": len(train_df), "n_val": len(val_df), "skipped_files": len(bad), "bad_files": bad,
-               "params": cfg.to_dict()}
+               "audit_warning": audit, "params": cfg.to_dict()}
+    write_reference_profile(run_dir, train_df, val_probs, seed=cfg.seed)  # what drift is measured against
     import matplotlib.pyplot as plt
     fig = plot_history(pd.DataFrame(logger.rows)); fig.savefig(run_dir / "history.png", dpi=110); plt.close(fig)
     plots.append(run_dir / "history.png")

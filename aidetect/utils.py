@@ -18,7 +18,7 @@ import torch
 
 # %% auto #0
 __all__ = ['atomic_write', 'get_device', 'autocast', 'memory_format', 'init_distributed', 'is_distributed', 'barrier',
-           'broadcast_object', 'batch_positions', 'parallel_map']
+           'broadcast_object', 'batch_positions', 'project_root', 'resolve_run_dir', 'parallel_map']
 
 # %% ../nbs/00_utils.ipynb #53d601c6
 _UMASK = os.umask(0); os.umask(_UMASK)  # read once, at import: os.umask can only be read by setting it
@@ -92,6 +92,20 @@ def batch_positions(n: int, batch_size: int, b: int, rank: int = 0, world: int =
     lo, hi = b * batch_size, min((b + 1) * batch_size, n)
     per = -(-(hi - lo) // world)
     return torch.arange(lo + rank * per, min(hi, lo + (rank + 1) * per))
+
+# %% ../nbs/00_utils.ipynb #01894b91
+def project_root(start: str | os.PathLike | None = None) -> Path | None:
+    "The enclosing nbdev project folder (with `[tool.nbdev]` in its pyproject.toml), if any."
+    p = Path(start or Path.cwd()).resolve()
+    for d in [p, *p.parents]:
+        f = d / "pyproject.toml"
+        if f.is_file() and "[tool.nbdev]" in f.read_text(errors="ignore"): return d
+    return None
+
+def resolve_run_dir(out_dir: str | os.PathLike) -> Path:
+    "An absolute run folder: relative paths are taken from the project root when there is one, else the cwd."
+    out = Path(out_dir).expanduser()
+    return out if out.is_absolute() else (project_root() or Path.cwd()) / out
 
 # %% ../nbs/00_utils.ipynb #1ba5a616
 def parallel_map(func, items, workers: int | None = None, progress: bool = False, desc: str = "") -> list:
