@@ -66,15 +66,16 @@ def test_labels_must_be_exactly_0_or_1(tiny_demo, tmp_path):
 def test_one_run_per_folder(tiny_demo, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen(["aidetect", "train", "-q", "-p", "data", str(tiny_demo), "-p", "out_dir", str(out),
-                              *TINY, "-p", "epochs", "3", "-p", "lr", "0.001", "-p", "cache", str(tmp_path / "c")],
+                              *TINY, "-p", "epochs", "30", "-p", "lr", "0.001", "-p", "cache", str(tmp_path / "c")],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:  # wait until the first run holds the folder
-        time.sleep(0.2)
+    deadline, held = time.time() + 240, False
+    while time.time() < deadline and first.poll() is None and not held:  # wait until the first run holds the folder
+        time.sleep(0.1)
         if not (out / ".lock").exists(): continue
         with open(out / ".lock") as f:
             try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); fcntl.flock(f, fcntl.LOCK_UN)
-            except BlockingIOError: break
+            except BlockingIOError: held = True
+    assert held, "the first run never held its folder"
     start = time.time()
     second = train(tiny_demo, out, "-p", "epochs", "1", "-p", "lr", "0.005", check=False)
     assert second.returncode != 0 and "in use" in second.stderr and str(out) in second.stderr
