@@ -110,6 +110,7 @@ def predict(
                           dict(nargs=2, metavar=("DATA", "OUT_CSV"))] = None,
     device: str = "auto",  # 'auto', 'cpu', 'cuda', ...
     crops: int = 1,        # crops averaged per image: 1 (centre), 5 (corners + centre), 9, 10, ...
+    decode_on: str = "cpu",  # decode JPEGs on the 'cpu' (Pillow) or the 'device' (nvJPEG on CUDA)
 ) -> list[dict]:
     "P(ai), the label (at the run's calibrated threshold) of each image, one JSON line each; or a submission."
     import pandas as pd
@@ -125,7 +126,8 @@ def predict(
     images = [str(p) for p in images]
     bad = find_bad_images(images)  # one unreadable file must not cost the others their answer
     good = [p for p in images if p not in bad]
-    probs = dict(zip(good, predict_table(detector, pd.DataFrame({"path": good}), crops=crops), strict=True))  # batched
+    probs = dict(zip(good, predict_table(detector, pd.DataFrame({"path": good}), crops=crops,
+                                                decode_on=decode_on), strict=True))  # batched
     rows = [{"file": p, "error": bad[p]} if p in bad else
             {"file": p, "label": detector.label(probs[p]), "prob_ai": round(float(probs[p]), 6),
              "threshold": detector.threshold, "crops": crops} for p in images]
@@ -141,11 +143,12 @@ def prepare(
     mode: str = "crop",         # 'crop' keeps pixels; 'resize' rescales
     out: str | None = None,     # cache folder (default: under $AIDETECT_CACHE/prepared)
     workers: int | None = None, # decoding processes (default: all cores)
+    reencode: str = "",         # re-encode every image the same way first: 'jpeg:90', 'png' ('' = as stored)
     Quiet: bool = False,        # no progress bar
 ):
     "Decode a dataset once into a uint8 image cache (`aidetect.cache.prepare_cache`)."
     from aidetect.cache import prepare_cache
-    cache = prepare_cache(data, split, size, mode, out, workers, progress=not Quiet)
+    cache = prepare_cache(data, split, size, mode, out, workers, progress=not Quiet, reencode=reencode)
     speed = cache.meta.get("decode_img_per_s")
     print(f"{cache}" + (f"; decoded at {speed:,.0f} img/s with {cache.meta['workers']} worker(s)" if speed else ""))
     return cache

@@ -24,8 +24,9 @@ def test_audit_notebook_on_kaggle_layout(tmp_path, tiny_demo):
 
 
 def test_audit_notebook_flags_planted_shortcut(tmp_path):
-    from aidetect.audit import load_groups, make_shortcut_dataset
+    from aidetect.audit import make_shortcut_dataset
     from aidetect.data import read_dataset
+    from aidetect.pairs import load_groups
 
     data = make_shortcut_dataset(tmp_path / "planted", n=40)
     out, result = run_audit(tmp_path, data, reencode="jpeg:90")
@@ -37,8 +38,8 @@ def test_audit_notebook_flags_planted_shortcut(tmp_path):
 
 
 def test_load_groups_errors(tmp_path, tiny_demo):
-    from aidetect.audit import load_groups
     from aidetect.data import read_dataset
+    from aidetect.pairs import load_groups
 
     df = read_dataset(tiny_demo)
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -46,3 +47,23 @@ def test_load_groups_errors(tmp_path, tiny_demo):
     (tmp_path / "other.csv").write_text("path,group\nelsewhere.jpg,1\n")
     with pytest.raises(ValueError, match="64 of 64 images are not listed"):
         load_groups(df, tmp_path / "other.csv")
+
+
+def test_training_with_recovered_groups_keeps_pairs_together(tmp_path, tiny_demo):
+    """`-p groups auto` on a table without its group column: no photo/AI pair of the demo straddles the split."""
+    import shutil
+    import subprocess
+
+    import pandas as pd
+
+    data = tmp_path / "nogroups"
+    shutil.copytree(tiny_demo, data)
+    truth = pd.read_csv(tiny_demo / "train.csv")
+    truth.drop(columns="group").to_csv(data / "train.csv", index=False)
+    subprocess.run(["aidetect", "train", "-q", "-p", "data", str(data), "-p", "out_dir", str(tmp_path / "run"),
+                    "-p", "groups", "auto", "-p", "arch", "test_resnet", "-p", "img_size", "32", "-p", "epochs", "1",
+                    "-p", "batch_size", "8", "-p", "wandb_mode", "disabled"], check=True, capture_output=True)
+    val = {Path(p).name for p in pd.read_csv(tmp_path / "run" / "predictions_val.csv").path}
+    pair = truth.assign(name=[Path(f).name for f in truth.file_name], val=lambda t: t.name.isin(val))
+    assert 0 < pair.val.sum() < len(pair)
+    assert (pair.groupby("group").val.nunique() == 1).all()  # each true pair on one side
