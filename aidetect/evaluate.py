@@ -27,7 +27,7 @@ from .utils import is_distributed
 __all__ = ['predict_loader', 'predict_table', 'predict_logits', 'expected_calibration_error', 'classification_metrics',
            'choose_threshold', 'fit_temperature', 'generator_subsets', 'metrics_by_generator', 'plot_confusion',
            'plot_roc', 'plot_mistakes', 'plot_reliability', 'plot_by_generator', 'plot_history', 'save_plots',
-           'write_submission', 'score_table', 'evaluate_run']
+           'write_submission', 'score_table', 'labelled_split', 'evaluate_run']
 
 # %% ../nbs/07_evaluate.ipynb #0d0ea57d
 def _gather(probs: np.ndarray, labels: np.ndarray, positions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -254,6 +254,19 @@ def score_table(detector: Detector, df: pd.DataFrame, out_dir: str | os.PathLike
     return metrics, save_plots(out_dir, labelled, probs, prefix), probs
 
 # %% ../nbs/07_evaluate.ipynb #4d991365
+def labelled_split(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str,
+                   out_dir: str | os.PathLike | None = None, device: str = "auto"):
+    "(detector, usable labelled rows of `split`, output folder, skipped files) for scoring a checkpoint on `data`."
+    detector = Detector.load(checkpoint, device=device)
+    df = read_dataset(resolve_data(data), split)
+    if "label" not in df or df.label.isna().any(): raise ValueError(f"data: the {split} split of {data} has no labels")
+    out_dir = Path(out_dir or (checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bad = bad_images(df)
+    report_bad_images(bad, out_dir)
+    return detector, df[~df.path.isin(bad)].reset_index(drop=True), out_dir, bad
+
+# %% ../nbs/07_evaluate.ipynb #bedf99bb
 def _write_by_generator(out_dir: Path, prefix: str, df: pd.DataFrame, probs: np.ndarray,
                         threshold: float) -> pd.DataFrame:
     import matplotlib.pyplot as plt
@@ -276,15 +289,8 @@ def evaluate_run(checkpoint: str,            # run folder (uses best.safetensors
                 ) -> dict:
     "Score a checkpoint on a labelled dataset split; write metrics, predictions and plots next to it."
     if by not in (None, "", "generator"): raise ValueError(f"by must be 'generator' or nothing, got {by!r}")
-    detector = Detector.load(checkpoint, device=device)
+    detector, df, out_dir, bad = labelled_split(checkpoint, data, split, out_dir, device)
     detector.preprocess.multi_crop(crops)  # checks `crops` before any work
-    df = read_dataset(resolve_data(data), split)
-    if "label" not in df or df.label.isna().any(): raise ValueError(f"data: the {split} split of {data} has no labels")
-    out_dir = Path(out_dir or (checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    bad = bad_images(df)
-    report_bad_images(bad, out_dir)
-    df = df[~df.path.isin(bad)].reset_index(drop=True)
     prefix = split if crops == 1 else f"{split}_crops{crops}"
     metrics, _, probs = score_table(detector, df, out_dir, prefix, batch_size, num_workers, progress=True, crops=crops,
                                     decode_on=decode_on)

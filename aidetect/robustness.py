@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from .data import bad_images, load_image, read_dataset, report_bad_images, resolve_data
-from .evaluate import classification_metrics
+from .evaluate import classification_metrics, labelled_split
 from .model import Detector
 
 # %% auto #0
@@ -132,14 +132,7 @@ def robustness(run: str,                    # run folder (uses best.safetensors)
     "Score a checkpoint under a grid of JPEG, blur and downscale perturbations; write robustness_SPLIT.csv and curves."
     import matplotlib.pyplot as plt
     pairs = parse_grid(grid)
-    detector = Detector.load(run, device=device)
-    df = read_dataset(resolve_data(data), split)
-    if "label" not in df or df.label.isna().any(): raise ValueError(f"data: the {split} split of {data} has no labels")
-    out = Path(out_dir or (run if Path(run).is_dir() else Path(run).parent))
-    out.mkdir(parents=True, exist_ok=True)
-    bad = bad_images(df)
-    report_bad_images(bad, out)
-    df = df[~df.path.isin(bad)].reset_index(drop=True)
+    detector, df, out, bad = labelled_split(run, data, split, out_dir, device)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max(1, int(workers or os.cpu_count() or 1))) as pool:
         images = list(pool.map(load_image, df.path))

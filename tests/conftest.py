@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny demo dataset built once per session, quiet offline W&B, and running `aidetect serve`
 processes (with the load client and launcher of benchmarks/serve_load.py, importable as `serve_load`)."""
 import os
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -87,3 +88,23 @@ def onnx_server(serve_run, tmp_path_factory):
                "--log-images", "--log-max-mb", mb("log_max_bytes"), "--log-images-max-mb", mb("log_images_max_bytes"))
     yield s
     s.stop()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Debian Chromium through Selenium and /usr/bin/chromedriver (nothing downloaded)."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not (Path(chromium).exists() and Path(driver).exists()):
+        pytest.skip("Chromium and chromedriver are not installed: run `make setup-browser`")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(arg)
+    d = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
+    d.set_page_load_timeout(60)
+    yield d
+    d.quit()

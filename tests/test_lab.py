@@ -3,7 +3,6 @@ nbs/train.ipynb in headless Chromium (a screenshot is saved), and a kernel start
 imports this checkout's aidetect and trains one demo batch over the websocket, its progress bar a widget."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -95,24 +94,6 @@ def lab(tmp_path_factory):
     assert server.proc.returncode is not None
 
 
-@pytest.fixture
-def browser(tmp_path):
-    """Headless Debian Chromium through Selenium and /usr/bin/chromedriver (nothing downloaded)."""
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not (Path(chromium).exists() and Path(driver).exists()):
-        pytest.skip("Chromium and chromedriver are not installed: run `make setup-browser`")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
-    d.set_page_load_timeout(60)
-    yield d
-    d.quit()
 
 
 def test_lab_opens_the_training_notebook(lab, browser):

@@ -6,7 +6,6 @@ nbs/14_service.ipynb; the servers are the fixtures of conftest.py."""
 import io
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -240,24 +239,6 @@ def test_onnx_backend_matches_torch(onnx_server, serve_run, images):
     assert (serve_run / "best.onnx").is_file()
 
 
-@pytest.fixture
-def browser(tmp_path):
-    """Headless Debian Chromium through Selenium and /usr/bin/chromedriver (nothing downloaded)."""
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not (Path(chromium).exists() and Path(driver).exists()):
-        pytest.skip("Chromium and chromedriver are not installed: run `make setup-browser`")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=900,1000", f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
-    d.set_page_load_timeout(30)
-    yield d
-    d.quit()
 
 
 def test_web_page_in_headless_chromium(browser, onnx_server, serve_run, images, tmp_path):
