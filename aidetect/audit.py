@@ -20,7 +20,7 @@ from PIL import Image, JpegImagePlugin
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from .data import (CLASSES, _random_crop, cache_dir, find_bad_images, load_image, read_dataset,
+from .data import (CLASSES, random_crop, cache_dir, find_bad_images, load_image, read_dataset,
                            real_photos, report_bad_images, resolve_data, synthesize_ai, parse_reencode,
                            reencode_bytes)
 from .pairs import (exact_duplicates, find_links, header_exif, link_groups, load_groups, pair_scores,
@@ -51,7 +51,7 @@ def make_shortcut_dataset(dest: str | os.PathLike, n: int = 100, shortcut: bool 
         for i in range(n):
             planted = shortcut and label == 0
             side = int(rng.integers(size // 4, size * 3 // 4 + 1)) * 2 if planted else size
-            arr = _random_crop(photos[rng.integers(len(photos))], side, rng)
+            arr = random_crop(photos[rng.integers(len(photos))], side, rng)
             img = Image.fromarray(synthesize_ai(arr, rng) if label else arr)
             quality = int(rng.integers(75, 96))
             if planted:

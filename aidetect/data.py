@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -24,15 +23,18 @@ import torch
 from PIL import Image, ImageOps
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 from fastcore.basics import patch
+
+from .utils import parallel_map
 
 # %% auto #0
 __all__ = ['CLASSES', 'IMAGE_EXTENSIONS', 'UNKNOWN_GENERATOR', 'REAL_SOURCE', 'REAL_DIRS', 'FAKE_DIRS', 'DEMO_GENERATORS',
            'DEMO_VERSION', 'to_rgb', 'load_image', 'awkward_images', 'image_problem', 'find_bad_images',
            'report_bad_images', 'bad_images', 'fill_generators', 'read_dataset', 'ai_generators', 'filter_generators',
-           'real_photos', 'synthesize_ai', 'make_demo_dataset', 'cache_dir', 'demo_dataset', 'resolve_data',
-           'split_train_val', 'parse_reencode', 'reencode_bytes', 'reencode', 'Preprocess', 'crop_boxes', 'MultiCrop',
-           'ImageDataset']
+           'real_photos', 'synthesize_ai', 'random_crop', 'make_demo_dataset', 'cache_dir', 'demo_dataset',
+           'resolve_data', 'split_train_val', 'parse_reencode', 'reencode_bytes', 'reencode', 'Preprocess',
+           'crop_boxes', 'MultiCrop', 'ImageDataset']
 
 # %% ../nbs/01_data.ipynb #22942976
 CLASSES = ("human", "ai")
@@ -90,12 +92,8 @@ def image_problem(path: str | os.PathLike) -> str | None:
 def find_bad_images(paths, workers: int | None = None, progress: bool = False) -> dict[str, str]:
     "Map each unusable file among `paths` to the reason, checking files in parallel threads."
     paths = [str(p) for p in paths]
-    with ThreadPoolExecutor(workers or min(16, (os.cpu_count() or 1) * 2)) as pool:
-        problems = pool.map(image_problem, paths, chunksize=64)
-        if progress:
-            from tqdm.auto import tqdm
-            problems = tqdm(problems, total=len(paths), desc="checking images")
-        return {p: why for p, why in zip(paths, problems, strict=True) if why}
+    problems = parallel_map(image_problem, paths, workers, progress, "checking images")
+    return {p: why for p, why in zip(paths, problems, strict=True) if why}
 
 # %% ../nbs/01_data.ipynb #92468a83
 def report_bad_images(bad: dict[str, str], out_dir: str | os.PathLike, show: int = 10) -> Path | None:
@@ -320,7 +318,7 @@ def synthesize_ai(crop: np.ndarray, rng: np.random.Generator, generator: str | N
     return x[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
 
 # %% ../nbs/01_data.ipynb #99ffc294
-def _random_crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def random_crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     "A `size` crop of `photo` taken at a random scale in [1, 2], position and flip."
     h, w = photo.shape[:2]
     side = int(min(size * rng.uniform(1, 2), h, w))
@@ -349,7 +347,7 @@ def make_demo_dataset(dest: str | os.PathLike, n_pairs: int = 1200, n_test_pairs
     for split, n, folder in [("train", n_pairs, "train_data"), ("test", n_test_pairs, "test_data_v2")]:
         (tmp / folder).mkdir()
         for i in range(n):
-            real, gen = _random_crop(photos[rng.integers(len(photos))], size, rng), generators[i % len(generators)]
+            real, gen = random_crop(photos[rng.integers(len(photos))], size, rng), generators[i % len(generators)]
             for label, arr, source in ((0, real, "photo"), (1, synthesize_ai(real, rng, gen), gen)):
                 name = f"{folder}/{hashlib.sha1(f'{split}{i}-{label}'.encode()).hexdigest()[:32]}.jpg"
                 _save_jpeg(arr, tmp / name, rng, quality)

@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from .data import bad_images, load_image, read_dataset, report_bad_images, resolve_data
+from .utils import parallel_map
 from .evaluate import classification_metrics, labelled_split
 from .model import Detector
 
@@ -134,8 +135,7 @@ def robustness(run: str,                    # run folder (uses best.safetensors)
     pairs = parse_grid(grid)
     detector, df, out, bad = labelled_split(run, data, split, out_dir, device)
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max(1, int(workers or os.cpu_count() or 1))) as pool:
-        images = list(pool.map(load_image, df.path))
+    images = parallel_map(load_image, df.path, workers)
     probs = perturbed_probs(detector, images, pairs, seed, batch_size, workers, crops)
     table = robustness_table(df.label.astype(int), probs, detector.threshold)
     table.attrs["seconds"] = time.perf_counter() - t0

@@ -94,7 +94,7 @@ def gcs_path(value: str, bucket: str) -> str:
 
 # %% ../nbs/17_vertex.ipynb #5980a93c
 def _project() -> Path:
-    from aidetect.train import project_root
+    from aidetect.utils import project_root
     root = project_root()
     if root is None or not (root / "nbs").is_dir():
         raise ValueError("aidetect vertex builds jobs from the project folder (with nbs/ and params/): run it there")
