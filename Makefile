@@ -69,13 +69,13 @@ sync:  ## nbdev-export and nbdev-clean must leave aidetect/ and nbs/ as they are
 	@$(BIN)/python -c "import json, glob, sys; bad = [f for f in sorted(glob.glob('nbs/**/*.ipynb', recursive=True)) if any(c.get('outputs') for c in json.load(open(f))['cells'])]; sys.exit(f'commit notebooks without outputs (Jupyter: Clear All Outputs): {bad}' if bad else 0)"
 
 # Library notebooks and guides: their tests run in nbdev-test, and the library notebooks again, cell by cell, under
-# nbval. The experiment notebooks run end to end through papermill in tests/ (test_papermill.py, test_bench.py, ...).
+# nbval (one notebook at a time: each ends by running nbdev_export, which rewrites aidetect/). The experiment notebooks run end to end through papermill in tests/ (test_papermill.py, test_bench.py, ...).
 EXPERIMENTS := ^(train|evaluate|bench|audit|generalize|compare|drift)\.ipynb$$
 nbtest:
 	PATH=$(BIN):$$PATH nbdev-test --n-workers 2 --skip-file-re '$(EXPERIMENTS)'
 
 nbval:
-	PATH=$(BIN):$$PATH $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --nbval $$(ls nbs/[0-9]*.ipynb)
+	PATH=$(BIN):$$PATH $(BIN)/pytest -q -p no:cacheprovider --nbval $$(ls nbs/[0-9]*.ipynb)
 
 pytest:
 	PATH=$(BIN):$$PATH $(BIN)/pytest -q tests
