@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-# torch wheels: these versions lie on the project's machines' disk (pip takes them from there).
+# torch and torchvision: the CUDA builds pip takes from its index (override TORCH for another build).
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PARAMS  ?= params/demo.yaml
 OUT     ?= outputs/demo

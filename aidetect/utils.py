@@ -1,4 +1,4 @@
-"""Small helpers every layer shares: atomic file writes, the device and its number formats, and the process group under torchrun.
+"""Small helpers every layer shares: atomic file writes and JSON records, the device and its number formats, the process group under torchrun, and the project's folders.
 
 Docs: https://aidetect.github.io/aidetect/utils.html.md"""
 
@@ -8,17 +8,17 @@ Docs: https://aidetect.github.io/aidetect/utils.html.md"""
 from __future__ import annotations
 
 import datetime
+import json
 import os
-import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 # %% auto #0
-__all__ = ['atomic_write', 'get_device', 'autocast', 'memory_format', 'init_distributed', 'is_distributed', 'barrier',
-           'broadcast_object', 'batch_positions', 'project_root', 'resolve_run_dir', 'parallel_map']
+__all__ = ['MiB', 'atomic_write', 'get_device', 'autocast', 'memory_format', 'init_distributed', 'is_distributed', 'barrier',
+           'broadcast_object', 'batch_positions', 'project_root', 'resolve_run_dir', 'cache_dir', 'write_json',
+           'read_json', 'validation_message', 'io_threads']
 
 # %% ../nbs/00_utils.ipynb #53d601c6
 _UMASK = os.umask(0); os.umask(_UMASK)  # read once, at import: os.umask can only be read by setting it
@@ -107,13 +107,35 @@ def resolve_run_dir(out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir).expanduser()
     return out if out.is_absolute() else (project_root() or Path.cwd()) / out
 
-# %% ../nbs/00_utils.ipynb #1ba5a616
-def parallel_map(func, items, workers: int | None = None, progress: bool = False, desc: str = "") -> list:
-    "`func` over `items` in parallel threads, in order (a progress bar with `progress`)."
-    items = list(items)
-    with ThreadPoolExecutor(workers or min(16, (os.cpu_count() or 1) * 2)) as pool:
-        results = pool.map(func, items, chunksize=64)
-        if progress:
-            from tqdm.auto import tqdm
-            results = tqdm(results, total=len(items), desc=desc)
-        return list(results)
+# %% ../nbs/00_utils.ipynb #010701ed
+MiB = 1 << 20
+
+def cache_dir() -> Path:
+    "Where aidetect keeps generated data: `$AIDETECT_CACHE` or `~/.cache/aidetect`."
+    return Path(os.environ.get("AIDETECT_CACHE", Path.home() / ".cache" / "aidetect"))
+
+# %% ../nbs/00_utils.ipynb #60f5b741
+def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> Path:
+    "Write `obj` as JSON to `path` atomically (values JSON does not know, such as paths, as text)."
+    text = json.dumps(obj, indent=indent, default=str)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+# %% ../nbs/00_utils.ipynb #9990b96e
+def read_json(path: str | os.PathLike):
+    "The JSON value in `path`, or `None` when the file is missing or not valid JSON."
+    try: return json.loads(Path(path).read_text())
+    except (OSError, ValueError): return None
+
+# %% ../nbs/00_utils.ipynb #da325344
+def validation_message(e) -> str:
+    "The first error of a pydantic `ValidationError` as 'field: what is wrong (got value)'."
+    err = e.errors()[0]
+    name = ".".join(map(str, err["loc"])) or "value"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden": return f"{name}: unknown name"
+    return msg if msg.startswith(f"{name}:") else f"{name}: {msg} (got {err.get('input')!r})"
+
+# %% ../nbs/00_utils.ipynb #cc2d79e7
+def io_threads(threads: int | None = None) -> int:
+    "`threads`, or by default two per core (at most 16): threads that mostly wait for files and decoders."
+    return int(threads) if threads else min(16, 2 * (os.cpu_count() or 1))

@@ -1,7 +1,7 @@
 """A Kaggle-size rehearsal for a GPU machine: the whole pipeline at the scale of Kaggle's AI vs. Human-Generated
 Images (about 80k photos of 512x768), stage by stage, with the wall time of each stage written as JSON.
 
-1. make photo-like 512x768 JPEGs (`aidetect.bench.make_photo_dataset`), and a held-out tenth for testing;
+1. make photo-like 512x768 JPEGs (`aidetect.synthetic.make_photo_dataset`), and a held-out tenth for testing;
 2. `prepare` the decoded-once cache (`--input cache`), or nothing (`--input device`: JPEGs decoded on the GPU);
 3. train `--epochs` epochs of tf_efficientnetv2_s at 224 px (the architecture of the system aidetect replaces,
    which took about 10 minutes per epoch on a T4) with `aidetect.train.fit`;
@@ -9,7 +9,7 @@ Images (about 80k photos of 512x768), stage by stage, with the wall time of each
 
     python benchmarks/rehearsal.py                                   # 80k images, on the GPU
     python benchmarks/rehearsal.py --n 256 --arch test_resnet --img-size 32 --epochs 1 --device cpu \
-        --root /tmp/rehearsal --out /tmp/rehearsal.json               # a smoke run of the same code
+        --root /tmp/rehearsal --json-path /tmp/rehearsal.json              # a smoke run of the same code
 
 The photos are random crops of real photographs with alternating labels: the accuracy means nothing, the
 timings are the point.
@@ -21,11 +21,13 @@ from pathlib import Path
 import torch
 from fastcore.script import call_parse
 
-from aidetect.bench import _device_name, make_photo_dataset
+from aidetect.bench import _device_name
 from aidetect.cache import prepare_cache
+from aidetect.config import TrainConfig
 from aidetect.evaluate import evaluate_run
-from aidetect.train import TrainConfig, fit
-from aidetect.utils import atomic_write, get_device
+from aidetect.synthetic import make_photo_dataset
+from aidetect.train import fit
+from aidetect.utils import get_device, write_json
 
 HERE = Path(__file__).resolve().parent
 INPUTS = {"cache": "auto", "device": "device", "jpeg": "off"}  # --input → TrainConfig.cache
@@ -47,11 +49,12 @@ def main(n: int = 80_000,                     # training images (Kaggle has 79,9
          epochs: int = 5,                     # training epochs
          batch_size: int = 256,               # global batch
          input: str = "cache",                # 'cache' (prepare first), 'device' (decode JPEGs on the GPU) or 'jpeg'
-         workers: int = 8,                    # loader threads or processes
+         threads: int = 8,                    # threads reading the cache or the JPEGs' bytes
+         num_workers: int = 8,                # processes decoding JPEGs (--input jpeg) and scoring
          device: str = "auto",                # 'auto', 'cuda', 'cpu'
          compile: bool = False,               # torch.compile the model
          root: str = "/tmp/aidetect-rehearsal",  # where the photos, the cache and the run go
-         out: str | None = None,              # the JSON record (default: benchmarks/rehearsal-<device>.json)
+         json_path: str | None = None,        # the JSON record (default: benchmarks/rehearsal-<device>.json)
         ) -> dict:
     "Time every stage of a Kaggle-size run: data, preparation, training, evaluation."
     if input not in INPUTS: raise ValueError(f"input must be one of {list(INPUTS)}, got {input!r}")
@@ -60,20 +63,21 @@ def main(n: int = 80_000,                     # training images (Kaggle has 79,9
     test_root = _timed(stages, "make_test_photos", make_photo_dataset, root / "test", n=max(n // 10, 64), seed=1)
     cache = str(root / f"cache-{img_size}")
     if input == "cache":
-        _timed(stages, "prepare", prepare_cache, train_root, size=img_size, out=cache, progress=False)
+        _timed(stages, "prepare", prepare_cache, train_root, img_size=img_size, out_dir=cache, progress=False)
     cfg = TrainConfig(data=str(train_root), arch=arch, img_size=img_size, epochs=epochs, batch_size=batch_size,
-                      num_workers=workers, device=str(dev), wandb_mode="disabled", compile=compile,
+                      num_workers=num_workers, threads=threads, device=str(dev), wandb_mode="disabled", compile=compile,
                       cache=cache if input == "cache" else INPUTS[input], out_dir=str(root / "run"))
     metrics = _timed(stages, "train", fit, cfg, progress=False)
     run = json.loads((root / "run" / "run.json").read_text())
     _timed(stages, "evaluate", evaluate_run, str(root / "run"), str(test_root), "train", str(root / "eval"),
-           batch_size=2 * batch_size, num_workers=workers, device=str(dev))
+           batch_size=2 * batch_size, num_workers=num_workers, threads=threads, device=str(dev))
     record = dict(n=n, arch=arch, img_size=img_size, epochs=epochs, batch_size=batch_size, input=input,
                   device=_device_name(dev), torch=torch.__version__, stages_s=stages,
                   train_img_per_s=round(run["train_img_per_s"], 1),
                   minutes_per_epoch=round(run["seconds"] / epochs / 60, 2), val_acc=metrics["val_acc"],
                   replaced_system_minutes_per_epoch_on_t4=10)
-    out = Path(out) if out else HERE / f"rehearsal-{record['device'].split(',')[0].lower().replace(' ', '-')}.json"
-    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+    name = record["device"].split(",")[0].lower().replace(" ", "-")
+    out = Path(json_path) if json_path else HERE / f"rehearsal-{name}.json"
+    write_json(out, record)
     print(json.dumps(record, indent=2))
     return record

@@ -1,8 +1,10 @@
 """Load client and load benchmark of `aidetect serve` on loopback: requests/s and p50/p99 latency for the torch
 and onnx backends with 1 and 8 concurrent clients, written to JSON.
 
-    flock /tmp/cpu.lock .venv/bin/python benchmarks/serve_load.py --checkpoint outputs/serve-demo \
+    .venv/bin/python benchmarks/serve_load.py --checkpoint outputs/serve-demo \
         --duration 60 --out benchmarks/serve-load-cpu.json
+
+Run it on an otherwise idle machine: the figures are only as steady as the cores they share.
 
 Each backend runs in its own `aidetect serve` process (`ServeProcess`); the client (`load_test`, raw HTTP/1.1
 keep-alive connections on asyncio) runs in this process on the same machine, so it must cost little CPU next
@@ -25,9 +27,11 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from aidetect.data import demo_dataset, read_dataset
+from aidetect.data import read_dataset
 from aidetect.model import read_checkpoint_meta
-from aidetect.service import metric_value, read_prediction_log
+from aidetect.prediction_log import read_prediction_log
+from aidetect.server import metric_value
+from aidetect.synthetic import demo_dataset
 
 
 def multipart_body(field: str, filename: str, data: bytes, content_type: str = "application/octet-stream",

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
     """A small demo dataset (Kaggle layout) in a temporary folder."""
-    from aidetect.data import make_demo_dataset
+    from aidetect.synthetic import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo", n_pairs=32, n_test_pairs=4, size=32)
 

@@ -24,9 +24,9 @@ def test_audit_notebook_on_kaggle_layout(tmp_path, tiny_demo):
 
 
 def test_audit_notebook_flags_planted_shortcut(tmp_path):
-    from aidetect.audit import make_shortcut_dataset
     from aidetect.data import read_dataset
     from aidetect.pairs import load_groups
+    from aidetect.synthetic import make_shortcut_dataset
 
     data = make_shortcut_dataset(tmp_path / "planted", n=40)
     out, result = run_audit(tmp_path, data, reencode="jpeg:90")

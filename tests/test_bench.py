@@ -12,8 +12,8 @@ def test_bench_notebook_writes_the_ratios(tmp_path, tiny_demo):
     out = tmp_path / "bench.json"
     pm.execute_notebook(ROOT / "nbs/bench.ipynb", tmp_path / "bench.ipynb", cwd=ROOT, progress_bar=False,
                         parameters=dict(data=str(tiny_demo), arch="test_resnet", img_size=32, batch_size=8,
-                                        device="cpu", steps=2, warmup=1, workers=1, jpeg_workers=0,
-                                        prepare_workers="1,2", out=str(out)))
+                                        device="cpu", steps=2, warmup=1, threads=1, num_workers=0,
+                                        prepare_num_workers="1,2", json_path=str(out)))
     result = json.loads(out.read_text())
     run = result["runs"][0]
     assert run["ceiling_img_s"] > 0 and run["cache_img_s"] > 0 and run["jpeg_img_s"] > 0
@@ -23,13 +23,14 @@ def test_bench_notebook_writes_the_ratios(tmp_path, tiny_demo):
 
 def test_cli_prepare_and_bench(tmp_path, tiny_demo):
     cache = tmp_path / "cache"
-    done = subprocess.run(["aidetect", "prepare", "--data", str(tiny_demo), "--size", "32", "--out", str(cache),
-                           "--workers", "2", "-q"], check=True, capture_output=True, text=True)
+    done = subprocess.run(["aidetect", "prepare", "--data", str(tiny_demo), "--img-size", "32",
+                           "--out-dir", str(cache), "--num-workers", "2", "-q"],
+                          check=True, capture_output=True, text=True)
     assert "64 images" in done.stdout and (cache / "images.u8").stat().st_size == 64 * 3 * 32 * 32
     subprocess.run(["aidetect", "bench", "--data", str(tiny_demo), "--arch", "test_resnet", "--img-size", "32",
-                    "--batch-size", "8", "--device", "cpu", "--steps", "1", "--warmup", "1", "--workers", "0",
-                    "--jpeg-workers", "0", "--prepare-workers", "", "--no-jpeg", "--cache", str(cache),
-                    "--out", str(tmp_path / "b.json")], check=True, capture_output=True)
+                    "--batch-size", "8", "--device", "cpu", "--steps", "1", "--warmup", "1", "--threads", "0",
+                    "--num-workers", "0", "--prepare-num-workers", "", "--no-jpeg", "--cache", str(cache),
+                    "--json-path", str(tmp_path / "b.json")], check=True, capture_output=True)
     assert "jpeg_img_s" not in json.loads((tmp_path / "b.json").read_text())["runs"][0]
     bad = subprocess.run(["aidetect", "bench", "--compile", "sometimes"], capture_output=True, text=True)
     assert bad.returncode != 0 and "compile" in bad.stderr
@@ -39,7 +40,8 @@ def test_rehearsal_smoke(tmp_path):
     """The GPU rehearsal script runs end to end with tiny settings and records the time of every stage."""
     out = tmp_path / "rehearsal.json"
     subprocess.run(["python", str(ROOT / "benchmarks/rehearsal.py"), "--n", "32", "--arch", "test_resnet",
-                    "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--workers", "0",
-                    "--root", str(tmp_path / "r"), "--out", str(out)], check=True, capture_output=True)
+                    "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--threads", "0",
+                    "--num-workers", "0", "--root", str(tmp_path / "r"), "--json-path", str(out)],
+                   check=True, capture_output=True)
     stages = json.loads(out.read_text())["stages_s"]
     assert set(stages) == {"make_train_photos", "make_test_photos", "prepare", "train", "evaluate"}

@@ -48,11 +48,11 @@ def test_drift_on_real_prediction_logs(run, tiny_demo, tmp_path):
     serve_and_send(run, moved, [shifted(p) for p in test_split])
 
     # the tiny demo's images are crops of 15 photographs, not independent draws: the clean log is tested at 1%
-    same = drift(str(run), log=str(clean), out=str(tmp_path / "same"), alpha=0.01)
+    same = drift(str(run), log=str(clean), out_dir=str(tmp_path / "same"), alpha=0.01)
     assert same["drifted_features"] == [], same["features"]
     assert not same["dataset_drift"]
 
-    report = drift(str(run), log=str(moved), out=str(tmp_path / "moved"))
+    report = drift(str(run), log=str(moved), out_dir=str(tmp_path / "moved"))
     assert {"brightness", "sharpness", "width", "height"} <= set(report["drifted_features"]), report["features"]
     saved = json.loads((tmp_path / "moved" / "drift.json").read_text())
     assert saved["features"]["brightness"]["drifted"] and saved["features"]["brightness"]["p_value"] < 0.05
@@ -63,14 +63,15 @@ def test_drift_on_real_prediction_logs(run, tiny_demo, tmp_path):
     # the same as an experiment notebook: papermill writes the executed record and the report
     import papermill
     papermill.execute_notebook("nbs/drift.ipynb", str(tmp_path / "drift.ipynb"), progress_bar=False,
-                               parameters=dict(run_dir=str(run), log=str(moved), out=str(tmp_path / "nb")))
+                               parameters=dict(run_dir=str(run), log=str(moved), out_dir=str(tmp_path / "nb")))
     assert json.loads((tmp_path / "nb" / "drift.json").read_text())["features"]["sharpness"]["drifted"]
 
     # written into the run folder (the default), the report is linked from the service's page
     from fastapi.testclient import TestClient
 
     from aidetect.inference import load_backend
-    from aidetect.service import ServeSettings, create_app
+    from aidetect.server import ServeSettings
+    from aidetect.service import create_app
     drift(str(run), log=str(moved))
     with TestClient(create_app(load_backend(run), ServeSettings())) as client:
         assert client.get("/ready").json()["drift_report"]

@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_generalize_notebook_each(tmp_path, tiny_demo):
-    from aidetect.data import DEMO_GENERATORS, read_dataset
+    from aidetect.data import read_dataset
+    from aidetect.synthetic import DEMO_GENERATORS
     tiny = dict(arch="test_resnet", img_size=32, epochs=1, batch_size=8, wandb_mode="disabled",
                 cache=str(tmp_path / "cache"))
     pm.execute_notebook(ROOT / "nbs/generalize.ipynb", tmp_path / "generalize.ipynb", cwd=ROOT, progress_bar=False,

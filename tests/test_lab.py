@@ -113,8 +113,9 @@ def test_lab_opens_the_training_notebook(lab, browser):
 
 TRAIN_ONE_BATCH = """
 import os, tempfile, aidetect
-from aidetect.data import make_demo_dataset
-from aidetect.train import TrainConfig, fit
+from aidetect.config import TrainConfig
+from aidetect.synthetic import make_demo_dataset
+from aidetect.train import fit
 d = tempfile.mkdtemp()
 root = make_demo_dataset(f"{d}/demo", n_pairs=10, n_test_pairs=2, size=32)  # 16 training images: one batch
 m = fit(TrainConfig(data=str(root), arch="test_resnet", img_size=32, epochs=1, batch_size=16, cache="off",

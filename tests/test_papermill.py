@@ -29,7 +29,7 @@ def test_train_notebook_records_exact_parameters(tmp_path, tiny_demo):
         assert (out / name).exists(), name
     # the evaluation notebook scores that run on the demo's labelled test split
     pm.execute_notebook(ROOT / "nbs/evaluate.ipynb", tmp_path / "evaluate.ipynb", cwd=ROOT, progress_bar=False,
-                        parameters=dict(run_dir=str(out), data=str(tiny_demo), split="test", device="cpu",
+                        parameters=dict(checkpoint=str(out), data=str(tiny_demo), split="test", device="cpu",
                                         submission=str(tmp_path / "submission.csv")))
     assert json.loads((out / "eval_test.json").read_text())["test_n"] == 8
     assert (tmp_path / "submission.csv").read_text().startswith("id,label")
@@ -70,7 +70,7 @@ def test_notebook_parameters_match_trainconfig():
     """train.ipynb's parameters cell lists every TrainConfig field with the same default (one source of truth)."""
     import ast
 
-    from aidetect.train import TrainConfig
+    from aidetect.config import TrainConfig
 
     params = pm.inspect_notebook(ROOT / "nbs/train.ipynb")
     defaults = TrainConfig().to_dict()

@@ -25,7 +25,8 @@ from serve_load import free_port, load_test
 
 from aidetect.data import load_image, read_dataset
 from aidetect.model import Detector, read_checkpoint_meta
-from aidetect.service import metric_value, read_prediction_log
+from aidetect.prediction_log import read_prediction_log
+from aidetect.server import metric_value
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("AIDETECT_ARTIFACTS", ROOT / "outputs" / "test-artifacts"))

@@ -12,7 +12,8 @@ import nbformat
 import papermill as pm
 import pytest
 
-from aidetect.sweep import format_runs, runs, sweep
+from aidetect.runs import format_runs, runs
+from aidetect.sweep import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = [["lr", "1e-3,3e-3"], ["batch_size", "8,16"]]
@@ -47,7 +48,7 @@ def demo_sweep(tiny_demo, tmp_path_factory):
     d = tmp_path_factory.mktemp("sweep")
     (d / "tiny.yaml").write_text(f"data: {tiny_demo}\narch: test_resnet\nimg_size: 32\nepochs: 2\n"
                                  "wandb_mode: disabled\n")
-    args = dict(File=[str(d / "tiny.yaml")], Param=GRID, name="demo", jobs=2, out=str(d / "sweeps"))
+    args = dict(File=[str(d / "tiny.yaml")], Param=GRID, name="demo", jobs=2, out_dir=str(d / "sweeps"))
     sweep_dir, killed, calls = d / "sweeps" / "demo", [], {}
     killer = threading.Thread(target=kill_mid_run, args=(d / "sweeps" / "demo" / VICTIM, killed), daemon=True)
     killer.start()

@@ -85,19 +85,19 @@ def test_eight_gpus_on_two_nodes_run_torchrun_with_vertex_environment():
 
 
 def test_evaluate_and_sweep():
-    (job,), printed = dry_run("evaluate", "-p", "run_dir", "outputs/kaggle", "-p", "data", "data/kaggle",
+    (job,), printed = dry_run("evaluate", "-p", "checkpoint", "outputs/kaggle", "-p", "data", "data/kaggle",
                               "--bucket", "gs://my-bucket", "--image", IMAGE)
     assert ints_as_str(round_trip(yaml.safe_load(printed))) == ints_as_str(job["spec"])
     run, data = "/gcs/my-bucket/outputs/kaggle", "/gcs/my-bucket/data/kaggle"
     assert job["command"] == ["papermill", "nbs/evaluate.ipynb", f"{run}/evaluate.ipynb",
-                              "-p", "run_dir", run, "-p", "data", data]
+                              "-p", "checkpoint", run, "-p", "data", data]
     jobs, printed = dry_run("sweep", "-f", "params/demo.yaml", "-p", "lr", "1e-3,3e-3", "-p", "batch_size", "32,64",
                             "--bucket", "gs://my-bucket", "--image", IMAGE, "--accelerator", "")
     specs = list(yaml.safe_load_all(printed))
     assert len(specs) == len(jobs) == 4
     for spec in specs: assert ints_as_str(round_trip(spec)) == ints_as_str(spec)
     assert [j["folder"] for j in jobs] == [f"/gcs/my-bucket/outputs/demo/batch_size={bs}_lr={lr}"  # as aidetect sweep
-                                           for lr in ("0.001", "0.003") for bs in ("32", "64")]
+                                           for bs in ("32", "64") for lr in ("0.001", "0.003")]
     tail = ["-p", "lr", "0.003", "-p", "batch_size", "64", "-p", "out_dir", jobs[3]["folder"]]
     assert jobs[3]["command"][-9:] == tail
     assert "acceleratorType" not in specs[0]["workerPoolSpecs"][0]["machineSpec"]
