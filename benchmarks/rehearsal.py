@@ -70,7 +70,7 @@ def main(n: int = 80_000,                     # training images (Kaggle has 79,9
     metrics = _timed(stages, "train", fit, cfg, progress=False)
     run = json.loads((root / "run" / "run.json").read_text())
     _timed(stages, "evaluate", evaluate_run, str(root / "run"), str(test_root), "train", str(root / "eval"),
-           batch_size=2 * batch_size, num_workers=num_workers, threads=threads, device=str(dev))
+           batch_size=2 * batch_size, num_workers=num_workers, device=str(dev))
     record = dict(n=n, arch=arch, img_size=img_size, epochs=epochs, batch_size=batch_size, input=input,
                   device=_device_name(dev), torch=torch.__version__, stages_s=stages,
                   train_img_per_s=round(run["train_img_per_s"], 1),

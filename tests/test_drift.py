@@ -73,7 +73,7 @@ def test_drift_on_real_prediction_logs(run, tiny_demo, tmp_path):
     from aidetect.server import ServeSettings
     from aidetect.service import create_app
     drift(str(run), log=str(moved))
-    with TestClient(create_app(load_backend(run), ServeSettings())) as client:
+    with TestClient(create_app(load_backend(run), ServeSettings(no_log=True))) as client:
         assert client.get("/ready").json()["drift_report"]
         assert "brightness" in client.get("/drift").text and 'href = "drift"' in client.get("/").text
 
