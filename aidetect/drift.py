@@ -31,6 +31,7 @@ def _normed_wasserstein(ref: np.ndarray, cur: np.ndarray) -> float:
     scale = ref.std() or max(abs(ref.mean()), 1.0)  # a constant reference: relative to its value
     return float(stats.wasserstein_distance(ref, cur) / scale)
 
+# %% ../nbs/22_drift.ipynb #993368db
 def numeric_drift(ref, cur, alpha: float = 0.05, threshold: float = 0.1, max_ks: int = 1000) -> dict:
     "KS test (≤ `max_ks` reference rows, drift if p < `alpha`) or normed Wasserstein distance (drift if ≥ `threshold`)."
     ref, cur = np.asarray(ref, dtype=float), np.asarray(cur, dtype=float)
@@ -42,14 +43,20 @@ def numeric_drift(ref, cur, alpha: float = 0.05, threshold: float = 0.1, max_ks:
     return dict(test="wasserstein", statistic=distance, p_value=None, distance=distance,
                 drifted=bool(distance >= threshold))
 
-def categorical_drift(ref, cur, alpha: float = 0.05, threshold: float = 0.1, max_ks: int = 1000) -> dict:
-    "Chi-square test of the category counts (≤ `max_ks` reference rows) or Jensen-Shannon distance."
+# %% ../nbs/22_drift.ipynb #e4365321
+def _category_counts(ref, cur) -> np.ndarray:
+    "2×C counts of each category (as text) in `ref` and in `cur`."
     ref, cur = pd.Series(ref).astype(str), pd.Series(cur).astype(str)
     cats = sorted(set(ref) | set(cur))
-    counts = np.array([[(ref == c).sum() for c in cats], [(cur == c).sum() for c in cats]])
+    return np.array([[(ref == c).sum() for c in cats], [(cur == c).sum() for c in cats]])
+
+# %% ../nbs/22_drift.ipynb #e8a56bf6
+def categorical_drift(ref, cur, alpha: float = 0.05, threshold: float = 0.1, max_ks: int = 1000) -> dict:
+    "Chi-square test of the category counts (≤ `max_ks` reference rows) or Jensen-Shannon distance."
+    counts = _category_counts(ref, cur)
     distance = float(jensenshannon(counts[0] / counts[0].sum(), counts[1] / counts[1].sum(), base=2))
     if len(ref) <= max_ks:
-        chi2, p = (0.0, 1.0) if len(cats) < 2 else stats.chi2_contingency(counts)[:2]
+        chi2, p = (0.0, 1.0) if counts.shape[1] < 2 else stats.chi2_contingency(counts)[:2]
         return dict(test="chi2", statistic=float(chi2), p_value=float(p), distance=distance,
                     drifted=bool(p < alpha))
     return dict(test="jensenshannon", statistic=distance, p_value=None, distance=distance,
@@ -68,6 +75,7 @@ def drift_table(reference: pd.DataFrame, ref_probs, current: pd.DataFrame, alpha
     rows.append(dict(feature="prob_ai", kind="numeric", **numeric_drift(ref_probs, current.prob_ai, alpha, threshold)))
     return pd.DataFrame(rows).set_index("feature")
 
+# %% ../nbs/22_drift.ipynb #cd0ab2fd
 def drift_summary(table: pd.DataFrame, n_reference: int, n_current: int) -> dict:
     "drift.json's content: per-feature results, the share of drifted features, dataset drift (share ≥ 0.5)."
     share = float(table.drifted.mean())
@@ -77,27 +85,34 @@ def drift_summary(table: pd.DataFrame, n_reference: int, n_current: int) -> dict
                           for k, row in table.astype(object).to_dict("index").items()})
 
 # %% ../nbs/22_drift.ipynb #43296baf
+def _plot_feature(ax, ref, cur, categorical: bool):
+    "The reference and current distributions of one feature on `ax`."
+    if categorical:
+        freq = pd.DataFrame({"reference": pd.Series(ref).astype(str).value_counts(normalize=True),
+                             "current": pd.Series(cur).astype(str).value_counts(normalize=True)}).fillna(0)
+        return freq.plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:orange"], legend=False)
+    bins = np.histogram_bin_edges(np.concatenate([np.asarray(ref, float), np.asarray(cur, float)]), 20)
+    ax.hist(ref, bins, density=True, alpha=0.55, label="reference")
+    ax.hist(cur, bins, density=True, alpha=0.55, label="current")
+
+# %% ../nbs/22_drift.ipynb #b5f27002
+def _title(ax, name: str, row: pd.Series):
+    "Title a panel with the feature's verdict and its p-value (or distance), in red when it drifted."
+    has_p = row.p_value is not None and not pd.isna(row.p_value)
+    score = f"p={row.p_value:.2g}" if has_p else f"d={row.distance:.2f}"
+    ax.set_title(f"{name}: {'DRIFT' if row.drifted else 'ok'} ({row.test} {score})",
+                 color="tab:red" if row.drifted else "black", fontsize=9)
+
+# %% ../nbs/22_drift.ipynb #8a33c7b8
 def plot_drift(reference: pd.DataFrame, ref_probs, current: pd.DataFrame, table: pd.DataFrame):
     "One panel per feature: reference vs current distribution, titled with the test result."
     import matplotlib.pyplot as plt
-    names = list(table.index)
-    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(3.2 * ((len(names) + 1) // 2), 5.6))
+    names, cols = list(table.index), (len(table) + 1) // 2
+    fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 5.6))
     for ax, name in zip(axes.flat, names, strict=False):
         ref = ref_probs if name == "prob_ai" else reference[name]
-        cur = current[name]
-        if table.kind[name] == "categorical":
-            freq = pd.DataFrame({"reference": pd.Series(ref).astype(str).value_counts(normalize=True),
-                                 "current": pd.Series(cur).astype(str).value_counts(normalize=True)}).fillna(0)
-            freq.plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:orange"], legend=False)
-        else:
-            bins = np.histogram_bin_edges(np.concatenate([np.asarray(ref, float), np.asarray(cur, float)]), 20)
-            ax.hist(ref, bins, density=True, alpha=0.55, label="reference")
-            ax.hist(cur, bins, density=True, alpha=0.55, label="current")
-        row = table.loc[name]
-        has_p = row.p_value is not None and not pd.isna(row.p_value)
-        score = f"p={row.p_value:.2g}" if has_p else f"d={row.distance:.2f}"
-        ax.set_title(f"{name}: {'DRIFT' if row.drifted else 'ok'} ({row.test} {score})",
-                     color="tab:red" if row.drifted else "black", fontsize=9)
+        _plot_feature(ax, ref, current[name], table.kind[name] == "categorical")
+        _title(ax, name, table.loc[name])
     for ax in axes.flat[len(names):]: ax.axis("off")
     axes.flat[0].legend(["reference", "current"], fontsize=8)
     fig.tight_layout()
@@ -118,6 +133,7 @@ def _html(summary: dict, table: pd.DataFrame, png: bytes, title: str) -> str:
             f"<p><img alt='distributions' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>"
             "</body></html>")
 
+# %% ../nbs/22_drift.ipynb #28b63af4
 def write_drift_report(out_dir: str | os.PathLike, summary: dict, table: pd.DataFrame, fig,
                        title: str = "Drift report") -> tuple[Path, Path]:
     "Write `drift.json` and a self-contained `drift.html` into `out_dir`; return their paths."
@@ -129,17 +145,30 @@ def write_drift_report(out_dir: str | os.PathLike, summary: dict, table: pd.Data
             atomic_write(out_dir / "drift.html", lambda p: p.write_text(page, encoding="utf-8")))
 
 # %% ../nbs/22_drift.ipynb #c3f1d5c3
+def _since(df: pd.DataFrame, since: str) -> pd.DataFrame:
+    "The rows of `df` from `since` (a date or time, UTC unless it says otherwise) on."
+    try: start = pd.Timestamp(since)
+    except ValueError: raise ValueError(f"since: not a date or time: {since!r}") from None
+    start = start.tz_localize("UTC") if start.tzinfo is None else start
+    return df[pd.to_datetime(df.ts, utc=True) >= start] if "ts" in df else df.iloc[:0]
+
+# %% ../nbs/22_drift.ipynb #334e0588
 def read_log(path: str | os.PathLike, since: str | None = None) -> pd.DataFrame:
     "The prediction log at `path`, from `since` (a date or time, UTC unless it says otherwise) on."
     if not Path(path).is_file(): raise FileNotFoundError(f"prediction log {path} does not exist")
     df = read_prediction_log(path)
-    if since:
-        try: start = pd.Timestamp(since)
-        except ValueError: raise ValueError(f"since: not a date or time: {since!r}") from None
-        start = start.tz_localize("UTC") if start.tzinfo is None else start
-        df = df[pd.to_datetime(df.ts, utc=True) >= start] if "ts" in df else df.iloc[:0]
+    if since: df = _since(df, since)
     if df.empty: raise ValueError(f"no predictions in {path}" + (f" since {since}" if since else ""))
     return df.reset_index(drop=True)
+
+# %% ../nbs/22_drift.ipynb #cbebe869
+def _report(out_dir: Path, summary: dict, table: pd.DataFrame, reference: pd.DataFrame, ref_probs,
+            current: pd.DataFrame, title: str) -> tuple[Path, Path]:
+    "Plot the distributions and write drift.json and drift.html with the figure; close the figure."
+    import matplotlib.pyplot as plt
+    fig = plot_drift(reference, ref_probs, current, table)
+    try: return write_drift_report(out_dir, summary, table, fig, title)
+    finally: plt.close(fig)
 
 # %% ../nbs/22_drift.ipynb #867100aa
 def drift(run_dir: str,                # run folder with reference_profile.json (written at the end of training)
@@ -150,15 +179,12 @@ def drift(run_dir: str,                # run folder with reference_profile.json 
           threshold: float = 0.1,      # distance from which drift is flagged (Wasserstein, Jensen-Shannon)
          ) -> dict:
     "Compare the service's prediction log with the run's training profile; write drift.json and drift.html."
-    import matplotlib.pyplot as plt
     reference, ref_probs = read_reference_profile(run_dir)
     current = read_log(log or Path(run_dir) / "predictions.jsonl", since)
     table = drift_table(reference, ref_probs, current, alpha, threshold)
     summary = drift_summary(table, len(reference), len(current))
-    fig = plot_drift(reference, ref_probs, current, table)
-    json_path, html_path = write_drift_report(out_dir or Path(run_dir) / "drift", summary, table, fig,
-                                              f"Drift report: {Path(run_dir).name}")
-    plt.close(fig)
+    json_path, html_path = _report(out_dir or Path(run_dir) / "drift", summary, table, reference, ref_probs, current,
+                                   f"Drift report: {Path(run_dir).name}")
     print(table[["test", "statistic", "p_value", "distance", "drifted"]].to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"drifted: {', '.join(summary['drifted_features']) or 'none'}; report: {html_path}")
     return {**summary, "json": str(json_path), "html": str(html_path)}

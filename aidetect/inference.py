@@ -1,4 +1,4 @@
-"""Serving below the web app: uploaded bytes decoded safely, a checkpoint behind a PyTorch or ONNX Runtime backend, ONNX export with a parity check, a prediction log bounded on disk, and an HTTP protocol with deadlines for slow clients.
+"""Serving below the web app: uploaded bytes decoded safely, a checkpoint behind a PyTorch or ONNX Runtime backend, and ONNX export with a parity check.
 
 Docs: https://aidetect.github.io/aidetect/inference.html.md"""
 
@@ -39,6 +39,7 @@ class UploadError(ValueError):
         super().__init__(detail)
         self.kind, self.detail = kind, detail
 
+# %% ../nbs/18_inference.ipynb #52c9ccff
 _SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF",
                b"MM\x00*": "TIFF"}
 
@@ -61,22 +62,32 @@ def _open(data: bytes) -> Image.Image:
         raise UploadError("not_an_image", f"not an image format this service reads ({len(data)} bytes "
                           f"starting {data[:8]!r}); send JPEG, PNG, WebP, GIF, BMP or TIFF") from None
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, dict]:
-    "Decode uploaded bytes to upright RGB and describe them; `UploadError` for empty, non-image, corrupt, huge ones."
-    img = _open(data)
+# %% ../nbs/18_inference.ipynb #69069fec
+def _check_pixels(img: Image.Image, max_pixels: int):
+    "Refuse an image whose header announces more than `max_pixels` pixels."
     w, h = img.size
     if w * h > max_pixels:
         raise UploadError("too_many_pixels", f"the image is {w}x{h} = {w * h:,} pixels, above the limit "
                           f"of {max_pixels:,}; downscale it first")
-    info = dict(format=img.format, mode=img.mode, width=w, height=h, bytes=len(data))
+
+# %% ../nbs/18_inference.ipynb #9f514424
+def _upright_rgb(img: Image.Image) -> Image.Image:
+    "Decode `img` to upright RGB as `to_rgb` does for training, or raise 'corrupt_image'."
     try:
         img.load()
-        rgb = to_rgb(img)
+        return to_rgb(img)
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... for broken data
         raise UploadError("corrupt_image", f"the {img.format} image could not be decoded "
                           f"(truncated or corrupt: {e})") from None
-    info["width"], info["height"] = rgb.size  # upright, after EXIF rotation
-    return rgb, info
+
+# %% ../nbs/18_inference.ipynb #abe60975
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, dict]:
+    "Decode uploaded bytes to upright RGB and describe them; `UploadError` for empty, non-image, corrupt, huge ones."
+    img = _open(data)
+    _check_pixels(img, max_pixels)
+    info = dict(format=img.format, mode=img.mode, width=img.width, height=img.height, bytes=len(data))
+    rgb = _upright_rgb(img)
+    return rgb, {**info, "width": rgb.width, "height": rgb.height}  # the upright size, after EXIF rotation
 
 # %% ../nbs/18_inference.ipynb #89b43aef
 class TorchBackend:
@@ -103,12 +114,25 @@ class _WithPreprocessing(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return (self.model((image.float() - self.mean) / self.std).float() / self.temperature).softmax(-1)
 
+# %% ../nbs/18_inference.ipynb #63e03e7f
 def file_sha256(path: str | os.PathLike) -> str:
     "SHA-256 of a file, read in chunks."
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(MiB), b""): h.update(block)
     return h.hexdigest()
+
+# %% ../nbs/18_inference.ipynb #0febc32a
+def _onnx_proto(net: torch.nn.Module, img_size: int, opset: int):
+    "The ONNX model of `net` for uint8 Nx3xSxS input with a dynamic N, exported quietly through a temporary file."
+    import onnx
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 3, img_size, img_size, dtype=torch.uint8),), f"{d}/model.onnx",
+                          dynamo=True, input_names=["image"], output_names=["probs"], opset_version=opset,
+                          external_data=False, verbose=False,
+                          dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=4096)}})
+        return onnx.load(f"{d}/model.onnx")
 
 # %% ../nbs/18_inference.ipynb #459b4a26
 def export_onnx(checkpoint: str | os.PathLike, onnx_path: str | os.PathLike | None = None,
@@ -118,28 +142,28 @@ def export_onnx(checkpoint: str | os.PathLike, onnx_path: str | os.PathLike | No
     ckpt = checkpoint_path(checkpoint)
     det = Detector.load(ckpt, device="cpu")
     onnx_path = Path(onnx_path) if onnx_path else ckpt.with_suffix(".onnx")
-    net, n = _WithPreprocessing(det.model, det.preprocess, det.temperature).eval(), det.preprocess.img_size
-    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(2, 3, n, n, dtype=torch.uint8),), f"{d}/model.onnx", dynamo=True,
-                          input_names=["image"], output_names=["probs"], opset_version=opset, external_data=False,
-                          dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=4096)}}, verbose=False)
-        proto = onnx.load(f"{d}/model.onnx")
+    proto = _onnx_proto(_WithPreprocessing(det.model, det.preprocess, det.temperature).eval(),
+                        det.preprocess.img_size, opset)
     onnx.helper.set_model_props(proto, {"aidetect": json.dumps(det.meta, default=str),
                                         "aidetect_source_sha256": file_sha256(ckpt)})
     return atomic_write(onnx_path, lambda tmp: onnx.save(proto, str(tmp)))
+
+# %% ../nbs/18_inference.ipynb #bde1e0b1
+def _onnx_session(path: str | os.PathLike, threads: int | None):
+    "An ONNX Runtime CPU session on the model at `path`, or a `ValueError` naming it."
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads or 0, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # leave idle cores to the HTTP side
+    try: return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e: raise ValueError(f"{path} is not a readable ONNX model: {e}") from None
 
 # %% ../nbs/18_inference.ipynb #5f2d55dc
 class OnnxBackend:
     "Serve an aidetect ONNX export with ONNX Runtime on the CPU."
     name = "onnx"
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads or 0, 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # leave idle cores to the HTTP side
-        try: self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e: raise ValueError(f"{path} is not a readable ONNX model: {e}") from None
+        self.session = _onnx_session(path, threads)
         props = self.session.get_modelmeta().custom_metadata_map
         if "aidetect" not in props:
             raise ValueError(f"{path} is an ONNX model but not an aidetect export (no metadata)")
@@ -157,17 +181,30 @@ class OnnxBackend:
 
 # %% ../nbs/18_inference.ipynb #ceaf6765
 def _source_sha(path: Path) -> str | None:
+    "The SHA-256 of the checkpoint that the ONNX file at `path` was exported from; None if it does not say."
     import onnx
     try: props = onnx.load(str(path), load_external_data=False).metadata_props
     except Exception: return None
     return {p.key: p.value for p in props}.get("aidetect_source_sha256")
 
+# %% ../nbs/18_inference.ipynb #8f42c799
 def _fresh_onnx(ckpt: Path, path: Path) -> Path:
     "`path` if it is an export of `ckpt`; else export `ckpt` there (or to a temporary folder if read-only)."
     if path.is_file() and _source_sha(path) == file_sha256(ckpt): return path
     print(f"aidetect: exporting {ckpt} to ONNX ({path})", file=sys.stderr)
     try: return export_onnx(ckpt, path)
     except PermissionError: return export_onnx(ckpt, Path(tempfile.mkdtemp(prefix="aidetect-onnx-")) / path.name)
+
+# %% ../nbs/18_inference.ipynb #77cca571
+def _onnx_backend(checkpoint: str | os.PathLike, onnx_path: str | os.PathLike | None,
+                  threads: int | None) -> OnnxBackend:
+    "An `.onnx` file as it is; a checkpoint through its export next to it (or at `onnx_path`), kept fresh."
+    if str(checkpoint).endswith(".onnx"):
+        if not Path(checkpoint).is_file(): raise FileNotFoundError(f"ONNX model {checkpoint} does not exist")
+        return OnnxBackend(checkpoint, threads)
+    ckpt = checkpoint_path(checkpoint)
+    read_checkpoint_meta(ckpt)  # a clear error for a file that is not an aidetect checkpoint
+    return OnnxBackend(_fresh_onnx(ckpt, Path(onnx_path) if onnx_path else ckpt.with_suffix(".onnx")), threads)
 
 # %% ../nbs/18_inference.ipynb #445475c5
 def load_backend(checkpoint: str | os.PathLike, backend: str = "torch", device: str = "cpu",
@@ -178,12 +215,7 @@ def load_backend(checkpoint: str | os.PathLike, backend: str = "torch", device: 
         if str(checkpoint).endswith(".onnx"): raise ValueError(f"{checkpoint} is an ONNX file: use --backend onnx")
         return TorchBackend(Detector.load(checkpoint, device=device), checkpoint_path(checkpoint))
     if backend != "onnx": raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-    if str(checkpoint).endswith(".onnx"):
-        if not Path(checkpoint).is_file(): raise FileNotFoundError(f"ONNX model {checkpoint} does not exist")
-        return OnnxBackend(checkpoint, threads)
-    ckpt = checkpoint_path(checkpoint)
-    read_checkpoint_meta(ckpt)  # a clear error for a file that is not an aidetect checkpoint
-    return OnnxBackend(_fresh_onnx(ckpt, Path(onnx_path) if onnx_path else ckpt.with_suffix(".onnx")), threads)
+    return _onnx_backend(checkpoint, onnx_path, threads)
 
 # %% ../nbs/18_inference.ipynb #75999f87
 def onnx_max_diff(checkpoint: str | os.PathLike, onnx_path: str | os.PathLike, n: int = 8, seed: int = 0) -> float:
@@ -193,6 +225,7 @@ def onnx_max_diff(checkpoint: str | os.PathLike, onnx_path: str | os.PathLike, n
     x = np.random.default_rng(seed).integers(0, 256, (n, 3, s, s), dtype=np.uint8)
     return float(np.abs(torch_b.probs(x) - onnx_b.probs(x)).max())
 
+# %% ../nbs/18_inference.ipynb #0eceddd9
 def export_onnx_checked(checkpoint: str,               # run folder (uses best.safetensors) or checkpoint file
                         onnx_path: str | None = None,  # ONNX file (default: the checkpoint's path with .onnx)
                         opset: int = 18,               # ONNX opset version

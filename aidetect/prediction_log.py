@@ -24,8 +24,16 @@ from .utils import MiB, atomic_write
 # %% auto #0
 __all__ = ['PredictionLog', 'read_prediction_log']
 
+# %% ../nbs/19_prediction_log.ipynb #468032da
+def _stored_images(folder: Path | None) -> OrderedDict[str, int]:
+    "The images kept in `folder` (made if missing), oldest first: name -> bytes."
+    stored: OrderedDict[str, int] = OrderedDict()
+    if folder is None: return stored
+    folder.mkdir(exist_ok=True)
+    for p in sorted(folder.glob("[0-9a-f]*.*"), key=lambda p: p.stat().st_mtime): stored[p.name] = p.stat().st_size
+    return stored
+
 # %% ../nbs/19_prediction_log.ipynb #511aeb76
-_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
 _plog = logging.getLogger("aidetect.log")
 
 class PredictionLog:
@@ -36,16 +44,18 @@ class PredictionLog:
         self.max_image_bytes, self.min_free_bytes = max_image_bytes, min_free_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.images = self.path.with_name(self.path.stem + "-images") if save_images else None
-        self._stored: OrderedDict[str, int] = OrderedDict()  # kept images, oldest first: name -> bytes
-        if self.images:
-            self.images.mkdir(exist_ok=True)
-            for p in sorted(self.images.glob("[0-9a-f]*.*"), key=lambda p: p.stat().st_mtime):
-                self._stored[p.name] = p.stat().st_size
+        self._stored = _stored_images(self.images)  # kept images, oldest first: name -> bytes
         self._file = open(self.path, "ab")  # fails at start-up, not per request, if unwritable
         self._lock, self._checked, self.paused, self._warned = threading.Lock(), -1.0, False, False
 
-    def rotated(self, i: int) -> Path: return self.path.with_name(f"{self.path.name}.{i}")
-    def close(self): self._file.close()
+# %% ../nbs/19_prediction_log.ipynb #f400396e
+@patch
+def rotated(self: PredictionLog, i: int) -> Path:
+    "The `i`-th rotated file: predictions.jsonl.1 is the newest."
+    return self.path.with_name(f"{self.path.name}.{i}")
+
+@patch
+def close(self: PredictionLog): self._file.close()
 
 # %% ../nbs/19_prediction_log.ipynb #aca938f1
 @patch
@@ -60,6 +70,7 @@ def _disk_ok(self: PredictionLog) -> bool:
         self.paused = free < self.min_free_bytes
     return not self.paused
 
+# %% ../nbs/19_prediction_log.ipynb #4db27a6d
 @patch
 def _rotate(self: PredictionLog):
     "predictions.jsonl -> .1 -> .2 ... -> .keep (the oldest beyond `keep` is overwritten)."
@@ -81,32 +92,50 @@ def _keep_image(self: PredictionLog, name: str, image: bytes) -> bool:
     self._stored[name] = len(image)
     return True
 
+# %% ../nbs/19_prediction_log.ipynb #10e61fdf
+_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+
+@patch
+def _image_name(self: PredictionLog, record: dict, image: bytes | None) -> str | None:
+    "The name `image` is kept under (its SHA-256 and the extension of its format), if this log keeps images."
+    if not (self.images and image): return None
+    return hashlib.sha256(image).hexdigest() + _EXT.get(record.get("format"), ".bin")
+
+# %% ../nbs/19_prediction_log.ipynb #5741ab8e
+@patch
+def _append(self: PredictionLog, record: dict, name: str | None, image: bytes | None) -> dict | None:
+    "Keep the image, then append the record's line (rotating first if it would pass `max_bytes`)."
+    if not self._disk_ok(): return None
+    if name and self._keep_image(name, image): record = {**record, "image": f"{self.images.name}/{name}"}
+    line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    if self._file.tell() and self._file.tell() + len(line) > self.max_bytes: self._rotate()
+    self._file.write(line)
+    self._file.flush()
+    return record
+
+# %% ../nbs/19_prediction_log.ipynb #4ad1bb1d
 @patch
 def write(self: PredictionLog, record: dict, image: bytes | None = None) -> dict | None:
     "Append `record` (and keep `image` if the log saves images); None if logging is paused or failed."
-    name = hashlib.sha256(image).hexdigest() + _EXT.get(record.get("format"), ".bin") if self.images and image else None
+    name = self._image_name(record, image)
     with self._lock:
-        try:
-            if not self._disk_ok(): return None
-            if name and self._keep_image(name, image): record = {**record, "image": f"{self.images.name}/{name}"}
-            line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-            if self._file.tell() and self._file.tell() + len(line) > self.max_bytes: self._rotate()
-            self._file.write(line)
-            self._file.flush()
-            return record
+        try: return self._append(record, name, image)
         except OSError as e:
             if not self._warned: _plog.warning("prediction log: cannot write %s (%s); predictions go on", self.path, e)
             self._warned = True
             return None
 
+# %% ../nbs/19_prediction_log.ipynb #da6b6651
+def _log_files(path: Path) -> list[Path]:
+    "The rotated files of the log at `path`, oldest (highest number) first, then `path` itself."
+    rotated = [p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()]
+    return [*sorted(rotated, key=lambda p: -int(p.suffix[1:])), path]
+
 # %% ../nbs/19_prediction_log.ipynb #fabf7e22
 def read_prediction_log(path: str | os.PathLike):
     "The prediction log at `path` and its rotated files, oldest first, as a pandas DataFrame (one row per prediction)."
     import pandas as pd
-    path = Path(path)
-    rotated = sorted((p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()),
-                     key=lambda p: -int(p.suffix[1:]))
-    frames = [pd.read_json(p, lines=True) for p in [*rotated, path] if p.is_file() and p.stat().st_size]
+    frames = [pd.read_json(p, lines=True) for p in _log_files(Path(path)) if p.is_file() and p.stat().st_size]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["ts"])
     if "ts" in df: df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
     return df

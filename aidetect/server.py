@@ -69,6 +69,12 @@ class ServeSettings(BaseModel):
 ENDPOINTS = ("/", "/health", "/ready", "/predict", "/predict/batch", "/metrics", "/docs", "/openapi.json")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+def _model_info(backend, registry: CollectorRegistry):
+    "A gauge at 1 whose labels say which model is served: architecture, run id, backend."
+    Gauge("aidetect_model_info", "The model being served", ["arch", "run_id", "backend"], registry=registry).labels(
+        str(backend.meta.get("arch")), str(backend.meta.get("run_id")), backend.name).set(1)
+
+# %% ../nbs/20_server.ipynb #7104ce13
 class Metrics:
     "The service's Prometheus metrics, in a registry of their own."
     def __init__(self, backend):
@@ -81,11 +87,11 @@ class Metrics:
         self.predictions = Counter("aidetect_predictions", "Predictions by label", ["label"], registry=r)
         self.batch_size = Histogram("aidetect_inference_batch_size", "Images per inference call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
-        Gauge("aidetect_model_info", "The model being served", ["arch", "run_id", "backend"], registry=r).labels(
-            str(backend.meta.get("arch")), str(backend.meta.get("run_id")), backend.name).set(1)
+        _model_info(backend, r)
 
     def render(self) -> bytes: return generate_latest(self.registry)
 
+# %% ../nbs/20_server.ipynb #ac74dea1
 def metric_value(text: str, name: str, **labels) -> float:
     "The value of sample `name` in Prometheus `text`, summed over the series whose labels include `labels`."
     from prometheus_client.parser import text_string_to_metric_families
@@ -99,15 +105,67 @@ class RequestError(HTTPException):
         super().__init__(status, detail)
         self.kind = kind
 
+# %% ../nbs/20_server.ipynb #8deb9739
 def _too_large(limit: int) -> RequestError:
     return RequestError(413, "upload_too_large", f"the request body is above the limit of {limit:,} bytes "
                         f"({limit / MiB:.0f} MiB)")
 
+# %% ../nbs/20_server.ipynb #01f339b7
 async def _send_json(send, status: int, body: dict):
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
     await send({"type": "http.response.body", "body": data})
+
+# %% ../nbs/20_server.ipynb #f46711e6
+def _limited(receive, limit: int):
+    "`receive` that raises the 413 `RequestError` once the request body has passed `limit` bytes."
+    received = 0
+    async def receive_limited():
+        nonlocal received
+        msg = await receive()
+        received += len(msg.get("body", b""))
+        if received > limit: raise _too_large(limit)
+        return msg
+    return receive_limited
+
+# %% ../nbs/20_server.ipynb #3639b290
+def _declared_length(scope) -> int:
+    "The request's `Content-Length`; 0 if it has none (or not a number)."
+    length = dict(scope["headers"]).get(b"content-length", b"0")
+    return int(length) if length.isdigit() else 0
+
+# %% ../nbs/20_server.ipynb #9a879d67
+async def _drain(receive, limit: int):
+    "Read and drop what the client sends, up to about `4 × limit` bytes."
+    drained, more = 0, True
+    while more and drained <= 4 * limit:
+        msg = await receive()
+        drained, more = drained + len(msg.get("body", b"")), msg.get("more_body", False)
+
+# %% ../nbs/20_server.ipynb #eaf14737
+async def _answer_too_large(receive, send, service: Service):
+    "413 to a request whose declared body is above `max_request_bytes`, once some of the body is drained."
+    limit = service.settings.max_request_bytes
+    service.metrics.errors.labels("upload_too_large").inc()
+    await _drain(receive, limit)
+    e = _too_large(limit)
+    await _send_json(send, 413, dict(error=e.kind, detail=e.detail))
+
+# %% ../nbs/20_server.ipynb #cf5cb716
+async def _answer_busy(send, service: Service, busy: int):
+    "503 `busy`: `busy - 1` requests were in progress already, the service's limit."
+    service.metrics.errors.labels("busy").inc()
+    await _send_json(send, 503, dict(error="busy", detail=f"{busy - 1} requests in progress, the service's limit "
+                                     "(--max-requests); retry shortly"))
+
+# %% ../nbs/20_server.ipynb #1d918650
+def _noting_status(send, status: list):
+    "`send` that also notes the status of the response in `status[0]`."
+    async def send_status(msg):
+        if msg["type"] == "http.response.start": status[0] = msg["status"]
+        await send(msg)
+    return send_status
 
 # %% ../nbs/20_server.ipynb #1fd8f179
 PROBES = ("/health", "/ready", "/metrics")
@@ -119,40 +177,15 @@ class Guard:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
-        m, limit = self.service.metrics, self.service.settings.max_request_bytes
-        start, status = time.perf_counter(), [500]
+        s, m, start, status = self.service.settings, self.service.metrics, time.perf_counter(), [500]
         endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
-        counted = endpoint not in PROBES
-
-        async def send_status(msg):
-            if msg["type"] == "http.response.start": status[0] = msg["status"]
-            await send(msg)
-
-        received = 0
-        async def receive_limited():
-            nonlocal received
-            msg = await receive()
-            received += len(msg.get("body", b""))
-            if received > limit: raise _too_large(limit)
-            return msg
-
+        counted, send = endpoint not in PROBES, _noting_status(send, status)
         try:
             self.busy += counted
-            if counted and self.busy > self.service.settings.max_requests:
-                m.errors.labels("busy").inc()
-                return await _send_json(send_status, 503, dict(error="busy", detail=f"{self.busy - 1} requests in "
-                                        "progress, the service's limit (--max-requests); retry shortly"))
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > limit:
-                m.errors.labels("upload_too_large").inc()
-                drained, more = 0, True
-                while more and drained <= 4 * limit:
-                    msg = await receive()
-                    drained, more = drained + len(msg.get("body", b"")), msg.get("more_body", False)
-                e = _too_large(limit)
-                await _send_json(send_status, 413, dict(error=e.kind, detail=e.detail))
-                return
-            await self.app(scope, receive_limited, send_status)
+            if counted and self.busy > s.max_requests: return await _answer_busy(send, self.service, self.busy)
+            if _declared_length(scope) > s.max_request_bytes:
+                return await _answer_too_large(receive, send, self.service)
+            await self.app(scope, _limited(receive, s.max_request_bytes), send)
         finally:
             self.busy -= counted
             m.requests.labels(endpoint, scope["method"], str(status[0])).inc()
@@ -166,41 +199,58 @@ class Batcher:
         self.queue: asyncio.Queue | None = None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="aidetect-infer")
 
-    async def start(self):
-        self.queue = asyncio.Queue()
-        self.task = asyncio.create_task(self._run())
+# %% ../nbs/20_server.ipynb #0ee2677c
+@patch
+async def _next_batch(self: Batcher) -> list:
+    "Wait for one item, then take what else has queued (up to `max_batch`), without the clients that went away."
+    items = [await self.queue.get()]
+    while len(items) < self.max_batch and not self.queue.empty(): items.append(self.queue.get_nowait())
+    return [(x, f) for x, f in items if not f.done()]
 
-    async def stop(self):
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError): await self.task
-        self.executor.shutdown(wait=True)
-
-    async def submit(self, x: np.ndarray) -> float:
-        "Queue one preprocessed image; return its P(ai)."
-        fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((x, fut))
-        return await fut
+# %% ../nbs/20_server.ipynb #65fcc603
+@patch
+async def _infer(self: Batcher, items: list) -> np.ndarray:
+    "`fn` on the stacked items, in the worker thread; a `ValueError` if it does not give one output per item."
+    probs = await asyncio.get_running_loop().run_in_executor(self.executor, self.fn, np.stack([x for x, _ in items]))
+    if len(probs) != len(items): raise ValueError(f"{len(probs)} outputs for a batch of {len(items)}")
+    return probs
 
 # %% ../nbs/20_server.ipynb #2e9bbdb0
 @patch
 async def _run(self: Batcher):
-    "Take what has queued (up to `max_batch`), run it in the worker thread, answer each item (or fail it); forever."
-    loop = asyncio.get_running_loop()
+    "Take what has queued, run it in the worker thread, answer each item (or fail each with the error); forever."
     while True:
-        items = [await self.queue.get()]
-        while len(items) < self.max_batch and not self.queue.empty(): items.append(self.queue.get_nowait())
-        items = [(x, f) for x, f in items if not f.done()]  # clients that went away
-        if not items: continue
+        if not (items := await self._next_batch()): continue
         if self.on_batch: self.on_batch(len(items))
-        try:
-            probs = await loop.run_in_executor(self.executor, self.fn, np.stack([x for x, _ in items]))
-            if len(probs) != len(items): raise ValueError(f"{len(probs)} outputs for a batch of {len(items)}")
+        try: probs = await self._infer(items)
         except Exception as e:  # answer every waiting request with the error; the loop goes on
             for _, f in items:
                 if not f.done(): f.set_exception(e)
             continue
         for (_, f), p in zip(items, probs, strict=True):
             if not f.done(): f.set_result(float(p))
+
+# %% ../nbs/20_server.ipynb #ef246bef
+@patch
+async def start(self: Batcher):
+    "Start the worker loop, in the running event loop."
+    self.queue = asyncio.Queue()
+    self.task = asyncio.create_task(self._run())
+
+@patch
+async def stop(self: Batcher):
+    "Stop the worker loop and its thread, once the batch in progress is done."
+    self.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError): await self.task
+    self.executor.shutdown(wait=True)
+
+# %% ../nbs/20_server.ipynb #7b8fbca4
+@patch
+async def submit(self: Batcher, x: np.ndarray) -> float:
+    "Queue one preprocessed image; return its P(ai)."
+    fut = asyncio.get_running_loop().create_future()
+    await self.queue.put((x, fut))
+    return await fut
 
 # %% ../nbs/20_server.ipynb #5ce18b51
 class DeadlineProtocol(H11Protocol):
@@ -211,21 +261,36 @@ class DeadlineProtocol(H11Protocol):
         super().connection_made(transport)
         self._timer = self._phase = None
         self._arm("head")
-        live = [c for c in self.connections if not c.transport.is_closing()]
-        if len(live) > self.max_connections:  # close the oldest one that waits for a request (this one at worst)
-            min((c for c in live if getattr(c, "_waiting", lambda: False)()), key=lambda c: c._since).transport.close()
+        self._close_oldest_idle()
 
-    def _waiting(self) -> bool: return self.cycle is None or self.cycle.response_complete
+# %% ../nbs/20_server.ipynb #4f242d2b
+@patch
+def _waiting(self: DeadlineProtocol) -> bool:
+    "Whether the connection waits for a request (none yet, or the last one answered)."
+    return self.cycle is None or self.cycle.response_complete
 
-    def _arm(self, phase: str):
-        self._cancel()
-        self._phase, self._since = phase, self.loop.time()
-        self._timer = self.loop.call_later(self.header_timeout if phase == "head" else self.body_timeout,
-                                           self.transport.close)
+# %% ../nbs/20_server.ipynb #5afced53
+@patch
+def _arm(self: DeadlineProtocol, phase: str):
+    "Start the deadline of `phase` ('head' or 'body'): the connection is closed when it passes."
+    self._cancel()
+    self._phase, self._since = phase, self.loop.time()
+    self._timer = self.loop.call_later(self.header_timeout if phase == "head" else self.body_timeout,
+                                       self.transport.close)
 
-    def _cancel(self):
-        if self._timer: self._timer.cancel()
-        self._timer = self._phase = None
+# %% ../nbs/20_server.ipynb #32ca4219
+@patch
+def _cancel(self: DeadlineProtocol):
+    if self._timer: self._timer.cancel()
+    self._timer = self._phase = None
+
+# %% ../nbs/20_server.ipynb #ebd6cbef
+@patch
+def _close_oldest_idle(self: DeadlineProtocol):
+    "Past `max_connections` open, close the oldest connection that waits for a request (this one at worst)."
+    live = [c for c in self.connections if not c.transport.is_closing()]
+    if len(live) > self.max_connections:
+        min((c for c in live if getattr(c, "_waiting", lambda: False)()), key=lambda c: c._since).transport.close()
 
 # %% ../nbs/20_server.ipynb #4e012584
 @patch

@@ -38,7 +38,7 @@ from .server import (Batcher, DeadlineProtocol, Guard, Metrics, RequestError, Se
 from .utils import MiB
 
 # %% auto #0
-__all__ = ['UPLOAD_STATUS', 'ERRORS', 'ERROR_RESPONSES', 'Prediction', 'FileError', 'BatchPrediction', 'ErrorBody', 'Service',
+__all__ = ['ERROR_RESPONSES', 'UPLOAD_STATUS', 'ERRORS', 'Prediction', 'FileError', 'BatchPrediction', 'ErrorBody', 'Service',
            'index_html', 'create_app', 'build_app', 'serve']
 
 # %% ../nbs/21_service.ipynb #5fc72706
@@ -54,6 +54,7 @@ class Prediction(BaseModel):
     width: int
     height: int
 
+# %% ../nbs/21_service.ipynb #5f42f65f
 class FileError(BaseModel):
     "A file of a batch that could not be predicted."
     filename: str | None = None
@@ -64,10 +65,13 @@ class BatchPrediction(BaseModel):
     "The answer of `/predict/batch`: one entry per file, in order."
     predictions: list[Prediction | FileError]
 
+# %% ../nbs/21_service.ipynb #23c2fc81
 class ErrorBody(BaseModel):
     "Every 4xx/5xx answer."
     error: str
     detail: str
+
+ERROR_RESPONSES = {s: {"model": ErrorBody} for s in (400, 413, 415, 422, 500, 503)}
 
 # %% ../nbs/21_service.ipynb #6a0f345c
 UPLOAD_STATUS = {"empty_upload": 400, "corrupt_image": 400, "not_an_image": 415, "too_many_pixels": 413}
@@ -79,6 +83,14 @@ def _threshold(value, name: str) -> float:
     if not 0 < t < 1: raise ValueError(f"{name}: its threshold {value!r} is not a probability in (0, 1)")
     return t
 
+# %% ../nbs/21_service.ipynb #59751ae1
+def _prediction_log(path: Path, s: ServeSettings) -> PredictionLog:
+    "The prediction log at `path`, with the limits of the settings (given in MiB)."
+    mb = lambda x: int(x * MiB)
+    return PredictionLog(path, s.log_images, mb(s.log_max_mb), s.log_keep, mb(s.log_images_max_mb),
+                         mb(s.log_min_free_mb))
+
+# %% ../nbs/21_service.ipynb #8916d688
 class Service:
     "The state of a running service: backend, settings, metrics, prediction log, decoding pool and batcher."
     def __init__(self, backend: TorchBackend | OnnxBackend, settings: ServeSettings | None = None):
@@ -86,53 +98,77 @@ class Service:
         self.metrics = Metrics(backend)
         s = self.settings
         self.log_path = None if s.no_log else Path(s.log or Path(backend.source).parent / "predictions.jsonl")
-        mb = lambda x: int(x * MiB)
-        self.log = PredictionLog(self.log_path, s.log_images, mb(s.log_max_mb), s.log_keep, mb(s.log_images_max_mb),
-                                 mb(s.log_min_free_mb)) if self.log_path else None
+        self.log = _prediction_log(self.log_path, s) if self.log_path else None
         self.pool = ThreadPoolExecutor(s.decode_threads, thread_name_prefix="aidetect-decode")
         self.batcher = Batcher(backend.probs, s.max_batch, on_batch=self.metrics.batch_size.observe)
         self.info = dict(arch=str(backend.meta.get("arch")), run_id=backend.meta.get("run_id"), backend=backend.name)
         self.threshold = _threshold(backend.meta.get("threshold", 0.5), Path(backend.source).name)
         self.preprocess = backend.preprocess.with_crops(s.crops)  # K×3×S×S per image when crops > 1
 
-    async def start(self):
-        self.slots = asyncio.Semaphore(2 * self.settings.decode_threads)
-        await self.batcher.start()
+# %% ../nbs/21_service.ipynb #8473adf9
+@patch
+async def start(self: Service):
+    "Start the batcher, in the running event loop."
+    self.slots = asyncio.Semaphore(2 * self.settings.decode_threads)
+    await self.batcher.start()
 
-    async def stop(self):
-        await self.batcher.stop()
-        self.pool.shutdown(wait=True)
-        if self.log: self.log.close()
+@patch
+async def stop(self: Service):
+    "Stop the batcher, then the decoding pool, then close the log."
+    await self.batcher.stop()
+    self.pool.shutdown(wait=True)
+    if self.log: self.log.close()
 
-    def prepare(self, data: bytes) -> tuple[np.ndarray, dict]:
-        "Decode, describe and preprocess one upload (runs in the decoding pool)."
-        try: img, info = decode_image(data, self.settings.max_pixels)
-        except UploadError as e: raise RequestError(UPLOAD_STATUS[e.kind], e.kind, e.detail) from None
-        return self.preprocess.eval_input(img).numpy(), {**info, **image_stats(img)}
+# %% ../nbs/21_service.ipynb #b4b7e96c
+@patch
+def prepare(self: Service, data: bytes) -> tuple[np.ndarray, dict]:
+    "Decode, describe and preprocess one upload (runs in the decoding pool)."
+    try: img, info = decode_image(data, self.settings.max_pixels)
+    except UploadError as e: raise RequestError(UPLOAD_STATUS[e.kind], e.kind, e.detail) from None
+    return self.preprocess.eval_input(img).numpy(), {**info, **image_stats(img)}
+
+# %% ../nbs/21_service.ipynb #d3983a07
+@patch
+async def _read(self: Service, upload: UploadFile) -> bytes:
+    "The bytes of `upload`, or a 413 `RequestError` if it is above `max_file_bytes`."
+    data = await upload.read(self.settings.max_file_bytes + 1)
+    if len(data) > self.settings.max_file_bytes:
+        raise RequestError(413, "upload_too_large", f"{upload.filename!r} is above the limit of "
+                           f"{self.settings.max_file_bytes:,} bytes per file")
+    return data
+
+# %% ../nbs/21_service.ipynb #92cb368f
+@patch
+async def _classify(self: Service, x: np.ndarray) -> tuple[float, str]:
+    "P(ai) of a preprocessed image and its label; a 500 `model_error` if the model fails on it."
+    try:
+        p = await self.batcher.submit(x)
+        return p, prob_to_label(p, self.backend.classes, self.threshold)
+    except ValueError as e: raise RequestError(500, "model_error", f"the model failed on this image: {e}") from None
+
+# %% ../nbs/21_service.ipynb #cbf4fa07
+@patch
+def _record(self: Service, endpoint: str, filename: str | None, info: dict, p: float, label: str,
+            start: float) -> dict:
+    "The prediction log's record of one prediction."
+    return dict(ts=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), endpoint=endpoint,
+                filename=filename, **info, prob_ai=round(p, 7), label=label, threshold=self.threshold, **self.info,
+                ms=round(1000 * (time.perf_counter() - start), 2))
 
 # %% ../nbs/21_service.ipynb #9c98bb2d
 @patch
 async def predict(self: Service, upload: UploadFile, endpoint: str) -> dict:
     "Predict one uploaded file; raises `RequestError` for a bad one."
-    start = time.perf_counter()
+    start, loop = time.perf_counter(), asyncio.get_running_loop()
     async with self.slots:
-        data = await upload.read(self.settings.max_file_bytes + 1)
-        if len(data) > self.settings.max_file_bytes:
-            raise RequestError(413, "upload_too_large", f"{upload.filename!r} is above the limit of "
-                               f"{self.settings.max_file_bytes:,} bytes per file")
-        x, info = await asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, data)
-    try:
-        p = await self.batcher.submit(x)
-        label = prob_to_label(p, self.backend.classes, self.threshold)
-    except ValueError as e: raise RequestError(500, "model_error", f"the model failed on this image: {e}") from None
+        data = await self._read(upload)
+        x, info = await loop.run_in_executor(self.pool, self.prepare, data)
+    p, label = await self._classify(x)
     self.metrics.predictions.labels(label).inc()
     if self.log:  # in the pool: with log_images this hashes and writes the upload, off the event loop
-        record = dict(ts=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), endpoint=endpoint,
-                      filename=upload.filename, **info, prob_ai=round(p, 7), label=label, threshold=self.threshold,
-                      **self.info,
-                      ms=round(1000 * (time.perf_counter() - start), 2))
+        record = self._record(endpoint, upload.filename, info, p, label, start)
         image = data if self.settings.log_images else None
-        await asyncio.get_running_loop().run_in_executor(self.pool, lambda: self.log.write(record, image=image))
+        await loop.run_in_executor(self.pool, lambda: self.log.write(record, image=image))
     return dict(filename=upload.filename, label=label, prob_ai=p, threshold=self.threshold, **self.info,
                 width=info["width"], height=info["height"])
 
@@ -145,74 +181,71 @@ def _error(service: Service, status: int, kind: str, detail: str) -> JSONRespons
     service.metrics.errors.labels(kind).inc()
     return JSONResponse(dict(error=kind, detail=detail), status_code=status)
 
+# %% ../nbs/21_service.ipynb #5684427d
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    "HTTP errors, the service's `RequestError`s among them, with their kind (or one named after the status)."
+    kind = getattr(exc, "kind", ERRORS.get(exc.status_code, "http_error"))
+    return _error(request.app.state.service, exc.status_code, kind, str(exc.detail))
+
+async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
+    _log.exception("internal error on %s", request.url.path)
+    return _error(request.app.state.service, 500, "internal", "internal server error (see the server log)")
+
+# %% ../nbs/21_service.ipynb #349679f7
 async def _fields(request: Request) -> list[str]:
     try: return sorted(set((await request.form()).keys()))
     except Exception: return []
 
-# %% ../nbs/21_service.ipynb #349679f7
-def _add_error_handlers(app: FastAPI, service: Service):
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(request: Request, exc: StarletteHTTPException):
-        return _error(service, exc.status_code, getattr(exc, "kind", ERRORS.get(exc.status_code, "http_error")),
-                      str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(request: Request, exc: RequestValidationError):
-        field = "files" if request.url.path.endswith("/batch") else "file"
-        errs = exc.errors()
-        if any(e.get("type") == "missing" for e in errs):
-            ctype = request.headers.get("content-type", "none")
-            hint = "" if ctype.startswith("multipart/") else f" (the request is {ctype}, not multipart/form-data)"
-            return _error(service, 422, "missing_field", f"multipart field '{field}' is missing{hint}; "
-                          f"fields received: {await _fields(request) or 'none'}")
+async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    "422: the multipart field that is missing (and those that arrived), or why the field is not a file."
+    service, field = request.app.state.service, "files" if request.url.path.endswith("/batch") else "file"
+    if not any(e.get("type") == "missing" for e in exc.errors()):
         return _error(service, 422, "invalid_field", f"field '{field}' must be an uploaded file: "
-                      + "; ".join(str(e.get("msg")) for e in errs))
+                      + "; ".join(str(e.get("msg")) for e in exc.errors()))
+    ctype = request.headers.get("content-type", "none")
+    hint = "" if ctype.startswith("multipart/") else f" (the request is {ctype}, not multipart/form-data)"
+    return _error(service, 422, "missing_field", f"multipart field '{field}' is missing{hint}; "
+                  f"fields received: {await _fields(request) or 'none'}")
 
-    @app.exception_handler(Exception)
-    async def on_crash(request: Request, exc: Exception):
-        _log.exception("internal error on %s", request.url.path)
-        return _error(service, 500, "internal", "internal server error (see the server log)")
+# %% ../nbs/21_service.ipynb #2ded812d
+def _add_error_handlers(app: FastAPI):
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_invalid)
+    app.add_exception_handler(Exception, _on_crash)
 
 # %% ../nbs/21_service.ipynb #4c2942b5
 def index_html() -> str:
     "The web page served at `/` (package data: aidetect/static/index.html)."
     return (resources.files("aidetect") / "static" / "index.html").read_text(encoding="utf-8")
 
-# %% ../nbs/21_service.ipynb #25b07818
-ERROR_RESPONSES = {s: {"model": ErrorBody} for s in (400, 413, 415, 422, 500, 503)}
+# %% ../nbs/21_service.ipynb #21bc40e8
+def _drift_report(service: Service) -> Path:
+    "Where `aidetect drift RUN` writes the report of the served run."
+    return Path(service.backend.source).parent / "drift" / "drift.html"
 
-def _version() -> str:
-    from aidetect import __version__
-    return __version__
+def _readiness(service: Service) -> dict:
+    "What `/ready` answers."
+    b, p = service.backend, service.backend.preprocess
+    metrics = {k: None if isinstance(v, float) and not np.isfinite(v) else v  # JSON has no NaN
+               for k, v in (b.meta.get("metrics") or {}).items()}
+    return dict(ready=True, **service.info, classes=list(b.classes), threshold=service.threshold,
+                checkpoint=Path(b.source).name, img_size=p.img_size, crop_mode=p.crop_mode, metrics=metrics,
+                drift_report=_drift_report(service).is_file())
 
-def create_app(backend: TorchBackend | OnnxBackend, settings: ServeSettings | None = None) -> FastAPI:
-    "The FastAPI app serving `backend` with `settings`."
-    service, page = Service(backend, settings), index_html()
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the limit that applies
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        await service.start()
-        yield
-        await service.stop()
-
-    app = FastAPI(title="aidetect", version=_version(), lifespan=lifespan,
-                  description="Tell real photographs from AI-generated images. Model: "
-                  f"{service.info['arch']} (run {service.info['run_id']}), {backend.name} backend.")
-    app.state.service = service
-    app.add_middleware(Guard, service=service)
-    _add_error_handlers(app, service)
-    _add_routes(app, service, page)
-    return app
-
-# %% ../nbs/21_service.ipynb #ec75d08e
-def _add_routes(app: FastAPI, service: Service, page: str):
-    backend = service.backend
-    drift_report = Path(backend.source).parent / "drift" / "drift.html"  # where `aidetect drift RUN` writes it
-
+# %% ../nbs/21_service.ipynb #32d38ebe
+def _add_page_routes(app: FastAPI, service: Service, page: str):
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(): return page
 
+    @app.get("/drift", response_class=HTMLResponse, include_in_schema=False)
+    async def drift():
+        "The latest drift report of the run (`aidetect drift RUN`), when there is one."
+        report = _drift_report(service)
+        if not report.is_file(): raise RequestError(404, "not_found", "no drift report yet: run `aidetect drift`")
+        return HTMLResponse(report.read_text())
+
+# %% ../nbs/21_service.ipynb #ceb2d344
+def _add_probe_routes(app: FastAPI, service: Service):
     @app.get("/health")
     async def health() -> dict:
         "The process is alive."
@@ -221,19 +254,22 @@ def _add_routes(app: FastAPI, service: Service, page: str):
     @app.get("/ready")
     async def ready() -> dict:
         "The model is loaded: which one (run id and file name, not the host's paths), its threshold, its preprocessing."
-        p = backend.preprocess
-        metrics = {k: None if isinstance(v, float) and not np.isfinite(v) else v  # JSON has no NaN
-                   for k, v in (backend.meta.get("metrics") or {}).items()}
-        return dict(ready=True, **service.info, classes=list(backend.classes), threshold=service.threshold,
-                    checkpoint=Path(backend.source).name, img_size=p.img_size, crop_mode=p.crop_mode, metrics=metrics,
-                    drift_report=drift_report.is_file())
+        return _readiness(service)
 
-    @app.get("/drift", response_class=HTMLResponse, include_in_schema=False)
-    async def drift():
-        "The latest drift report of the run (`aidetect drift RUN`), when there is one."
-        if not drift_report.is_file(): raise RequestError(404, "not_found", "no drift report yet: run `aidetect drift`")
-        return HTMLResponse(drift_report.read_text())
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(): return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+# %% ../nbs/21_service.ipynb #ca5d4977
+async def _predict_or_error(service: Service, upload: UploadFile) -> dict:
+    "One file of a batch: its prediction, or its error entry (a model error fails the whole batch)."
+    try: return await service.predict(upload, "/predict/batch")
+    except RequestError as e:
+        if e.status_code >= 500: raise
+        service.metrics.errors.labels(e.kind).inc()
+        return dict(filename=upload.filename, error=e.kind, detail=e.detail)
+
+# %% ../nbs/21_service.ipynb #743d1f8e
+def _add_predict_routes(app: FastAPI, service: Service):
     @app.post("/predict", response_model=Prediction, responses=ERROR_RESPONSES)
     async def predict(file: Annotated[UploadFile, File(description="one image: JPEG, PNG, WebP, GIF, BMP, TIFF")]):
         "P(ai) and the label for one image."
@@ -245,16 +281,38 @@ def _add_routes(app: FastAPI, service: Service, page: str):
         if len(files) > service.settings.max_files:
             raise RequestError(413, "too_many_files", f"{len(files)} files; at most {service.settings.max_files} "
                                "per request")
-        async def one(f):
-            try: return await service.predict(f, "/predict/batch")
-            except RequestError as e:
-                if e.status_code >= 500: raise
-                service.metrics.errors.labels(e.kind).inc()
-                return dict(filename=f.filename, error=e.kind, detail=e.detail)
-        return {"predictions": await asyncio.gather(*map(one, files))}
+        return {"predictions": await asyncio.gather(*(_predict_or_error(service, f) for f in files))}
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics(): return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+# %% ../nbs/21_service.ipynb #ec75d08e
+def _add_routes(app: FastAPI, service: Service, page: str):
+    _add_page_routes(app, service, page)
+    _add_probe_routes(app, service)
+    _add_predict_routes(app, service)
+
+# %% ../nbs/21_service.ipynb #d429e493
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    await app.state.service.start()
+    yield
+    await app.state.service.stop()
+
+def _version() -> str:
+    from aidetect import __version__
+    return __version__
+
+# %% ../nbs/21_service.ipynb #25b07818
+def create_app(backend: TorchBackend | OnnxBackend, settings: ServeSettings | None = None) -> FastAPI:
+    "The FastAPI app serving `backend` with `settings`."
+    service = Service(backend, settings)
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the limit that applies
+    app = FastAPI(title="aidetect", version=_version(), lifespan=_lifespan,
+                  description="Tell real photographs from AI-generated images. Model: "
+                  f"{service.info['arch']} (run {service.info['run_id']}), {backend.name} backend.")
+    app.state.service = service
+    app.add_middleware(Guard, service=service)
+    _add_error_handlers(app)
+    _add_routes(app, service, index_html())
+    return app
 
 # %% ../nbs/21_service.ipynb #75e06ae8
 def build_app(checkpoint: str | os.PathLike, backend: str = "torch", onnx: str | None = None, device: str = "cpu",
@@ -264,6 +322,12 @@ def build_app(checkpoint: str | os.PathLike, backend: str = "torch", onnx: str |
     except (ValueError, OSError, KeyError, ImportError) as e:
         raise ValueError(f"cannot serve {checkpoint}: {e}") from None
 
+# %% ../nbs/21_service.ipynb #cbd7c871
+def _protocol(s: ServeSettings) -> type:
+    "uvicorn's h11 protocol with the deadlines and the connection limit of `s`."
+    return type("Protocol", (DeadlineProtocol,), dict(header_timeout=s.header_timeout, body_timeout=s.body_timeout,
+                                                      max_connections=s.max_connections))
+
 # %% ../nbs/21_service.ipynb #9b9d35c5
 def serve(checkpoint: str | os.PathLike, backend: str = "torch", onnx: str | None = None, device: str = "cpu",
           threads: int | None = None, settings: ServeSettings | None = None):
@@ -271,12 +335,9 @@ def serve(checkpoint: str | os.PathLike, backend: str = "torch", onnx: str | Non
     s = settings or ServeSettings()
     app = build_app(checkpoint, backend, onnx, device, threads, s)
     import uvicorn
-    info = app.state.service.info
-    print(f"aidetect serve: {info['arch']} (run {info['run_id']}, {info['backend']}) from "
-          f"{app.state.service.backend.source} on http://{s.host}:{s.port}; log: {app.state.service.log_path}",
-          file=sys.stderr)
+    service = app.state.service
+    print(f"aidetect serve: {service.info['arch']} (run {service.info['run_id']}, {service.info['backend']}) from "
+          f"{service.backend.source} on http://{s.host}:{s.port}; log: {service.log_path}", file=sys.stderr)
     raise_fd_limit(s.max_connections + 128)
-    http = type("Protocol", (DeadlineProtocol,), dict(header_timeout=s.header_timeout, body_timeout=s.body_timeout,
-                                                      max_connections=s.max_connections))
-    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level, access_log=s.access_log, http=http,
+    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level, access_log=s.access_log, http=_protocol(s),
                 timeout_keep_alive=s.keep_alive)
