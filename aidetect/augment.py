@@ -20,40 +20,55 @@ __all__ = ['BLUR_SIGMA', 'JPEG_QUALITY', 'epoch_plan', 'crop_flip', 'gaussian_bl
 BLUR_SIGMA = (0.3, 1.5)  # the range of the Gaussian blur's sigma, in pixels
 JPEG_QUALITY = (60, 95)  # the range of the JPEG re-compression's quality
 
-def epoch_plan(n: int, generator: torch.Generator | None = None, train: bool = True, aug_blur: float = 0.0,
-               aug_jpeg: float = 0.0) -> dict[str, torch.Tensor]:
-    "Order and augmentation of one pass over `n` images, drawn from `generator` (CPU tensors, one entry a position)."
-    if not train: return dict(order=torch.arange(n))
-    g, lo, hi = generator, *BLUR_SIGMA
-    plan = dict(order=torch.randperm(n, generator=g), fx=torch.rand(n, generator=g), fy=torch.rand(n, generator=g),
-                flip=torch.rand(n, generator=g) < 0.5)
+def _photometric(n: int, g: torch.Generator | None, aug_blur: float, aug_jpeg: float) -> dict[str, torch.Tensor]:
+    "The blur and JPEG draws of an epoch plan: which images of `n` get each, with each one's sigma or quality."
+    plan, lo, hi = {}, *BLUR_SIGMA
     if aug_blur: plan.update(blur=torch.rand(n, generator=g) < aug_blur,
                              sigma=lo + (hi - lo) * torch.rand(n, generator=g))
     if aug_jpeg: plan.update(jpeg=torch.rand(n, generator=g) < aug_jpeg,
                              quality=torch.randint(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, (n,), generator=g))
     return plan
 
-# %% ../nbs/09_augment.ipynb #c81a59de
-def crop_flip(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor, img_size: int) -> torch.Tensor:
-    "Crop each image of a uint8 `N×C×S×S` batch at (`oy`, `ox`) to `img_size`, mirror those with `flip` (CPU tensors)."
-    n, s = x.shape[0], x.shape[-1]
-    if x.is_cuda:
-        if s != img_size:  # one gather crops and flips, and leaves the batch channels-last, as the model wants it
-            dev, ar = x.device, torch.arange(img_size, device=x.device)
-            oy, ox, fl = (t.to(dev, non_blocking=True) for t in (oy, ox, flip))
-            rows = oy[:, None] + ar
-            cols = ox[:, None] + torch.where(fl[:, None], img_size - 1 - ar, ar)
-            batch = torch.arange(n, device=dev)[:, None, None]
-            return x[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # N×s×s×C → N×C×s×s
-        idx = flip.nonzero().squeeze(1).to(x.device, non_blocking=True)
-        x[idx] = x[idx].flip(3)  # x is this batch's own copy on the device
-        return x
-    if s != img_size:  # on the CPU, slicing and flipping image by image is cheapest
+# %% ../nbs/09_augment.ipynb #b4e4c675
+def epoch_plan(n: int, generator: torch.Generator | None = None, train: bool = True, aug_blur: float = 0.0,
+               aug_jpeg: float = 0.0) -> dict[str, torch.Tensor]:
+    "Order and augmentation of one pass over `n` images, drawn from `generator` (CPU tensors, one entry a position)."
+    if not train: return dict(order=torch.arange(n))
+    g = generator
+    plan = dict(order=torch.randperm(n, generator=g), fx=torch.rand(n, generator=g), fy=torch.rand(n, generator=g),
+                flip=torch.rand(n, generator=g) < 0.5)
+    return {**plan, **_photometric(n, g, aug_blur, aug_jpeg)}
+
+# %% ../nbs/09_augment.ipynb #f6fb9bde
+def _crop_flip_host(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor,
+                    img_size: int) -> torch.Tensor:
+    "`crop_flip` on the CPU: a new batch, `x` untouched."
+    if x.shape[-1] != img_size:
         corners = zip(oy.tolist(), ox.tolist(), strict=True)
         x = torch.stack([x[i, :, a:a + img_size, b:b + img_size] for i, (a, b) in enumerate(corners)])
     else: x = x.clone()  # x is the reader's reusable buffer
     for i in flip.nonzero().squeeze(1).tolist(): x[i] = x[i].flip(2)
     return x
+
+# %% ../nbs/09_augment.ipynb #0469d1fc
+def _crop_flip_device(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor,
+                      img_size: int) -> torch.Tensor:
+    "`crop_flip` on the device: one gather crops and flips (an uncropped `x`, this batch's own copy, flips in place)."
+    if x.shape[-1] == img_size:
+        idx = flip.nonzero().squeeze(1).to(x.device, non_blocking=True)
+        x[idx] = x[idx].flip(3)
+        return x
+    dev, ar = x.device, torch.arange(img_size, device=x.device)
+    oy, ox, fl = (t.to(dev, non_blocking=True) for t in (oy, ox, flip))
+    rows = oy[:, None] + ar
+    cols = ox[:, None] + torch.where(fl[:, None], img_size - 1 - ar, ar)
+    batch = torch.arange(x.shape[0], device=dev)[:, None, None]
+    return x[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # N×s×s×C → N×C×s×s
+
+# %% ../nbs/09_augment.ipynb #c81a59de
+def crop_flip(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor, img_size: int) -> torch.Tensor:
+    "Crop each image of a uint8 `N×C×S×S` batch at (`oy`, `ox`) to `img_size`, mirror those with `flip` (CPU tensors)."
+    return (_crop_flip_device if x.is_cuda else _crop_flip_host)(x, oy, ox, flip, img_size)
 
 # %% ../nbs/09_augment.ipynb #3857f01d
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .preprocess import Preprocess
 from .utils import atomic_write, cache_dir, read_json, write_json
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'cache_key', 'default_cache_path', 'chunk_digest', 'ImageCache', 'prepare_cache']
+__all__ = ['CACHE_VERSION', 'cache_key', 'default_cache_path', 'ImageCache', 'chunk_digest', 'prepare_cache']
 
 # %% ../nbs/08_cache.ipynb #7611961f
 CACHE_VERSION = 3  # 2: channels-first layout; 3: img_size and crop_mode in meta.json
@@ -42,6 +42,7 @@ def cache_key(df: pd.DataFrame, img_size: int, crop_mode: str, reencode: str = "
         h.update(f"{path}|{label}|{group}|{stamp}\n".encode())
     return h.hexdigest()
 
+# %% ../nbs/08_cache.ipynb #3a6a1c40
 def default_cache_path(root: str | os.PathLike, split: str, img_size: int, crop_mode: str, reencode: str = "") -> Path:
     "Where `aidetect prepare` puts the cache of `root`'s `split` by default: under `cache_dir()/prepared`."
     root = Path(root).resolve()
@@ -49,14 +50,88 @@ def default_cache_path(root: str | os.PathLike, split: str, img_size: int, crop_
     suffix = f"-{reencode.replace(':', '')}" if reencode else ""
     return cache_dir() / "prepared" / f"{root.name}-{tag}-{split}-{crop_mode}{int(img_size)}{suffix}"
 
+# %% ../nbs/08_cache.ipynb #705c9ff4
+class ImageCache:
+    "A prepared cache: `images` (N×3×S×S uint8, memory-mapped), `table` (path, label[, group], ok), `bad`."
+    def __init__(self, root: Path, meta: dict, table: pd.DataFrame, images: np.ndarray, bad: dict[str, str]):
+        self.root, self.meta, self.table, self.images, self.bad = root, meta, table, images, bad
+        self.img_size, self.crop_mode = int(meta["img_size"]), meta["crop_mode"]
+        self.labels = torch.tensor(table.label.to_numpy(dtype=np.int64))  # -1: unlabelled
+        self._verified = set()  # chunks whose checksum has been verified (`check_rows`)
+
+    def __len__(self) -> int: return len(self.table)
+
+# %% ../nbs/08_cache.ipynb #7f1f8be2
+@patch
+def good(self: ImageCache) -> pd.DataFrame:
+    "The usable rows of the source table, with `cache_index`, the row of each in `images`."
+    table = self.table.assign(cache_index=np.arange(len(self)))
+    return table[table.ok].drop(columns="ok").reset_index(drop=True)
+
+# %% ../nbs/08_cache.ipynb #18f5e3de
+@patch
+def __repr__(self: ImageCache) -> str:
+    return (f"ImageCache({self.root}, {len(self)} images of {self.img_size}px ({self.crop_mode}), "
+            f"{len(self.bad)} bad)")
+
+# %% ../nbs/08_cache.ipynb #95492bc0
+def _damage(root: Path, meta: dict) -> str | None:
+    "What is wrong with the files of the cache in `root` described by `meta`, or `None`."
+    n, s = int(meta["n"]), int(meta["img_size"])
+    sizes = {"images.u8": n * 3 * s * s, "state.u8": n}
+    for name, expected in sizes.items():
+        found = (root / name).stat().st_size if (root / name).exists() else 0
+        if found != expected: return f"{name} has {found} bytes, expected {expected}"
+    try: rows = len(pd.read_csv(root / "table.csv", usecols=["path"]))
+    except (OSError, ValueError) as e: return f"table.csv cannot be read ({e})"
+    return None if rows == n else f"table.csv lists {rows} images, expected {n}"
+
+# %% ../nbs/08_cache.ipynb #d148969f
+def _check_prepared(root: Path, meta: dict | None):
+    "Stop, saying what to do, unless `meta` describes a complete and intact cache of this version in `root`."
+    if meta is None: raise FileNotFoundError(f"cache: no prepared cache in {root} (run `aidetect prepare`)")
+    if meta.get("version") != CACHE_VERSION:
+        raise ValueError(f"cache: {root} was prepared by another version of aidetect; run `aidetect prepare` "
+                         "again (it rebuilds)")
+    if not meta.get("complete"):
+        raise ValueError(f"cache: {root} is incomplete (interrupted?); run `aidetect prepare` again to resume it")
+    if problem := _damage(root, meta):
+        raise ValueError(f"cache: {root} is damaged: {problem}; run `aidetect prepare` again (it rebuilds)")
+
+# %% ../nbs/08_cache.ipynb #2ccfefb0
+def _read_bad(root: Path) -> dict[str, str]:
+    "The unusable files (path → why) that `bad.jsonl` in `root` lists."
+    f = root / "bad.jsonl"
+    if not f.exists(): return {}
+    bad = {}
+    for line in f.read_text().splitlines():
+        try: bad.update(json.loads(line))
+        except ValueError: pass  # a line cut by a crash: its chunk is redone
+    return bad
+
+# %% ../nbs/08_cache.ipynb #176c7636
+@patch(cls_method=True)
+def open(cls: ImageCache, root: str | os.PathLike) -> ImageCache:
+    "Open the prepared cache in folder `root`, checking that its files agree with each other."
+    root = Path(root)
+    meta = read_json(root / "meta.json")
+    _check_prepared(root, meta)
+    n, s = int(meta["n"]), int(meta["img_size"])
+    table = pd.read_csv(root / "table.csv", keep_default_na=False, dtype={"group": str})
+    table["ok"] = np.fromfile(root / "state.u8", np.uint8) == 1
+    images = np.memmap(root / "images.u8", np.uint8, "r", shape=(n, 3, s, s))
+    return cls(root, meta, table, images, _read_bad(root))
+
 # %% ../nbs/08_cache.ipynb #35c5e715
 def chunk_digest(rows: np.ndarray) -> str:
     "A checksum of consecutive cached images (BLAKE2b of their bytes)."
     return hashlib.blake2b(np.ascontiguousarray(rows), digest_size=16).hexdigest()
 
+# %% ../nbs/08_cache.ipynb #a95984cc
 _WORKER: dict = {}
 
 def _open_worker(folder: str, n: int, pp: Preprocess):
+    "Open the `n` images of the cache in `folder` for writing, in this (worker) process."
     s = pp.img_size
     _WORKER.update(images=np.memmap(Path(folder) / "images.u8", np.uint8, "r+", shape=(n, 3, s, s)), pp=pp)
 
@@ -64,6 +139,7 @@ def _fixed_size(pp: Preprocess, path: str) -> np.ndarray:
     "The `3×S×S` uint8 array that `pp.centre_crop` makes of the image at `path`: the cache holds what prediction sees."
     return pp.centre_crop(load_image(path)).numpy()
 
+# %% ../nbs/08_cache.ipynb #333bb48e
 def _decode_chunk(job: tuple[int, list[str], dict[str, str]]) -> tuple[int, dict[str, str], str, float, float]:
     "Decode images `start, start+1, ...` (their `paths`, but not those `flagged`) into the cache."
     start, paths, flagged = job
@@ -78,6 +154,43 @@ def _decode_chunk(job: tuple[int, list[str], dict[str, str]]) -> tuple[int, dict
     digest = chunk_digest(images[start:start + len(paths)])
     return start, bad, digest, t0, time.perf_counter()  # no msync: written pages outlive a crash of the process
 
+# %% ../nbs/08_cache.ipynb #0bcf785b
+def _run_chunks(jobs: list, args: tuple, num_workers: int):
+    "(results of `_decode_chunk` over `jobs`, pool or `None`): in this process, or in `num_workers` forked ones."
+    if num_workers == 1 or len(jobs) <= 1:
+        _open_worker(*args); return map(_decode_chunk, jobs), None
+    pool = mp.get_context("fork").Pool(min(num_workers, len(jobs)), initializer=_open_worker, initargs=args)
+    return pool.imap_unordered(_decode_chunk, jobs), pool
+
+# %% ../nbs/08_cache.ipynb #261f42d4
+def _record_chunk(bad_log, sums, start: int, bad: dict[str, str], digest: str, paths: list[str]) -> list[int]:
+    "Log a decoded chunk's unusable files and checksum; its rows' new states (1 decoded, 2 unusable)."
+    for p, why in bad.items(): bad_log.write(json.dumps({p: why}) + "\n")
+    sums.write(json.dumps({"start": start, "count": len(paths), "blake2b": digest}) + "\n")
+    bad_log.flush(); sums.flush()
+    return [2 if p in bad else 1 for p in paths]
+
+# %% ../nbs/08_cache.ipynb #868d940e
+def _decode_jobs(jobs, out_dir: Path, n: int, pp: Preprocess, state, num_workers: int, progress: bool, on_chunk):
+    "Run the decoding `jobs` on `num_workers` processes, marking finished chunks in `state`: (wall, decoding s, n)."
+    from tqdm.auto import tqdm
+    total = sum(len(p) for _, p, _ in jobs)
+    bar = tqdm(total=total, desc=f"preparing {out_dir.name}", unit="img", disable=not progress or not total)
+    t0, done, first, last = time.perf_counter(), 0, float("inf"), 0.0
+    paths = {start: p for start, p, _ in jobs}
+    results, pool = _run_chunks(jobs, (str(out_dir), n, pp), num_workers)
+    try:
+        with open(out_dir / "bad.jsonl", "a") as bad_log, open(out_dir / "checksums.jsonl", "a") as sums:
+            for start, bad, digest, t_start, t_end in results:
+                first, last, count = min(first, t_start), max(last, t_end), len(paths[start])
+                state[start:start + count] = _record_chunk(bad_log, sums, start, bad, digest, paths[start])
+                done += count; bar.update(count)
+                if on_chunk: on_chunk(start)
+    finally:
+        if pool: pool.terminate()
+        bar.close(); _WORKER.clear()
+    return time.perf_counter() - t0, max(last - first, 0.0), done
+
 # %% ../nbs/08_cache.ipynb #ee572be2
 @contextmanager
 def _locked(folder: Path):
@@ -88,98 +201,59 @@ def _locked(folder: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/08_cache.ipynb #705c9ff4
-class ImageCache:
-    "A prepared cache: `images` (N×3×S×S uint8, memory-mapped), `table` (path, label[, group], ok), `bad`."
-    def __init__(self, root: Path, meta: dict, table: pd.DataFrame, images: np.ndarray, bad: dict[str, str]):
-        self.root, self.meta, self.table, self.images, self.bad = root, meta, table, images, bad
-        self.img_size, self.crop_mode = int(meta["img_size"]), meta["crop_mode"]
-        self.labels = torch.tensor(table.label.to_numpy(dtype=np.int64))  # -1: unlabelled
-        self._verified = set()  # chunks whose checksum has been verified (`check_rows`)
+# %% ../nbs/08_cache.ipynb #2819d610
+def _existing(out_dir: Path, key: str) -> tuple[dict | None, str | None]:
+    "The meta of the cache in `out_dir` (`None` if there is none), and why it cannot serve `key` (`None` if it can)."
+    meta = read_json(out_dir / "meta.json")
+    problem = None if meta is None else ("the source list or the transform changed" if meta.get("key") != key
+                                         else _damage(out_dir, meta))
+    return meta, problem
 
-    @classmethod
-    def open(cls, root: str | os.PathLike) -> ImageCache:
-        "Open the prepared cache in folder `root`, checking that its files agree with each other."
-        root = Path(root)
-        meta = read_json(root / "meta.json")
-        if meta is None: raise FileNotFoundError(f"cache: no prepared cache in {root} (run `aidetect prepare`)")
-        if meta.get("version") != CACHE_VERSION:
-            raise ValueError(f"cache: {root} was prepared by another version of aidetect; run `aidetect prepare` "
-                             "again (it rebuilds)")
-        if not meta.get("complete"):
-            raise ValueError(f"cache: {root} is incomplete (interrupted?); run `aidetect prepare` again to resume it")
-        if problem := _damage(root, meta):
-            raise ValueError(f"cache: {root} is damaged: {problem}; run `aidetect prepare` again (it rebuilds)")
-        n, s = int(meta["n"]), int(meta["img_size"])
-        table = pd.read_csv(root / "table.csv", keep_default_na=False, dtype={"group": str})
-        table["ok"] = np.fromfile(root / "state.u8", np.uint8) == 1
-        images = np.memmap(root / "images.u8", np.uint8, "r", shape=(n, 3, s, s))
-        return cls(root, meta, table, images, _read_bad(root))
+# %% ../nbs/08_cache.ipynb #ccbf8e8a
+_FILES = ("meta.json", "images.u8", "state.u8", "bad.jsonl", "checksums.jsonl", "table.csv", "bad_files.csv")
 
-    def __len__(self) -> int: return len(self.table)
+def _start_afresh(df: pd.DataFrame, out_dir: Path, pp: Preprocess, key: str, split: str, root: Path) -> dict:
+    "Lay out in `out_dir` an empty cache of `df`'s images under `key` (nothing decoded yet); returns its meta."
+    n, s = len(df), pp.img_size
+    for name in _FILES: (out_dir / name).unlink(missing_ok=True)
+    with open(out_dir / "images.u8", "wb") as f: f.truncate(n * s * s * 3)
+    np.zeros(n, np.uint8).tofile(out_dir / "state.u8")
+    atomic_write(out_dir / "table.csv", lambda tmp: df[[c for c in ("path", "label", "group") if c in df]]
+                 .to_csv(tmp, index=False))
+    meta = dict(version=CACHE_VERSION, key=key, n=n, img_size=s, crop_mode=pp.crop_mode, reencode=pp.reencode,
+                split=split, source=str(root), complete=False)
+    write_json(out_dir / "meta.json", meta)
+    return meta
 
-    def good(self) -> pd.DataFrame:
-        "The usable rows of the source table, with `cache_index`, the row of each in `images`."
-        table = self.table.assign(cache_index=np.arange(len(self)))
-        return table[table.ok].drop(columns="ok").reset_index(drop=True)
+# %% ../nbs/08_cache.ipynb #c00172c0
+def _pending_jobs(df: pd.DataFrame, state: np.ndarray, chunk_size: int) -> list[tuple[int, list[str], dict]]:
+    "The decoding jobs (start, paths, flagged paths) of the chunks of `df` with an image still pending in `state`."
+    starts = [i for i in range(0, len(df), chunk_size) if (state[i:i + chunk_size] == 0).any()]
+    flagged = df.attrs.get("bad", {})
+    return [(i, paths, {p: flagged[p] for p in paths if p in flagged})
+            for i in starts for paths in [df.path.iloc[i:i + chunk_size].tolist()]]
 
-    def __repr__(self) -> str:
-        return (f"ImageCache({self.root}, {len(self)} images of {self.img_size}px ({self.crop_mode}), "
-                f"{len(self.bad)} bad)")
-
-# %% ../nbs/08_cache.ipynb #95492bc0
-def _damage(root: Path, meta: dict) -> str | None:
-    "What is wrong with the files of the cache in `root` described by `meta`, or `None`."
-    n, s = int(meta["n"]), int(meta["img_size"])
-    sizes = {"images.u8": n * 3 * s * s, "state.u8": n}
-    for name, expected in sizes.items():
-        found = (root / name).stat().st_size if (root / name).exists() else 0
-        if found != expected: return f"{name} has {found} bytes, expected {expected}"
-    try: rows = len(pd.read_csv(root / "table.csv", usecols=["path"]))
-    except (OSError, ValueError) as e: return f"table.csv cannot be read ({e})"
-    return None if rows == n else f"table.csv lists {rows} images, expected {n}"
-
-def _read_checksums(root: Path) -> dict[int, tuple[int, str]]:
-    "Chunk start → (row count, checksum), from `checksums.jsonl` (the last line of a chunk wins)."
-    f, sums = root / "checksums.jsonl", {}
-    for line in f.read_text().splitlines() if f.exists() else []:
-        try: c = json.loads(line); sums[int(c["start"])] = (int(c["count"]), c["blake2b"])
-        except (ValueError, KeyError): pass  # a line cut by a crash: its chunk is redone
-    return sums
-
-def _read_bad(root: Path) -> dict[str, str]:
-    f = root / "bad.jsonl"
-    if not f.exists(): return {}
-    bad = {}
-    for line in f.read_text().splitlines():
-        try: bad.update(json.loads(line))
-        except ValueError: pass  # a line cut by a crash: its chunk is redone
-    return bad
-
-# %% ../nbs/08_cache.ipynb #9906038e
-@patch
-def check_rows(self: ImageCache, rows) -> None:
-    "Verify the checksums of the chunks holding `rows`, each once; a damaged chunk stops with a message."
-    if not hasattr(self, "_sums"):  # read when first needed: a cache only opened for its table never reads it
-        self._sums = _read_checksums(self.root)
-        self._starts = np.array(sorted(self._sums), dtype=np.int64)
-    chunks = set(self._starts[np.searchsorted(self._starts, np.asarray(rows), "right") - 1].tolist())
-    for start in chunks - self._verified:
-        count, expected = self._sums[start]
-        if chunk_digest(self.images[start:start + count]) != expected: self._mark_damaged(start, count)
-        self._verified.add(start)
-
-@patch
-def _mark_damaged(self: ImageCache, start: int, count: int):
-    "Mark rows `start:start+count` for decoding again, then stop."
-    try:
-        state = np.memmap(self.root / "state.u8", np.uint8, "r+", shape=(len(self),))
-        state[start:start + count] = 0; state.flush()
-        write_json(self.root / "meta.json", {**self.meta, "complete": False})
-        what = "they are marked to be decoded again: run `aidetect prepare` (or the training) again to repair it"
-    except OSError: what = "delete the folder and prepare it again"
-    raise ValueError(f"cache: {self.root / 'images.u8'} rows {start}-{start + count - 1} do not match their "
-                     f"checksum (the file was changed or damaged); {what}")
+# %% ../nbs/08_cache.ipynb #c524cd9a
+def _prepare_locked(df, out_dir: Path, pp: Preprocess, split: str, root: Path, num_workers: int, chunk_size: int,
+                    progress: bool, on_chunk) -> ImageCache:
+    "Resume, rebuild or return the cache of `df` in `out_dir`, which this process holds the lock of."
+    key = cache_key(df, pp.img_size, pp.crop_mode, pp.reencode)
+    meta, problem = _existing(out_dir, key)
+    if meta and not problem:
+        if meta.get("complete"): return ImageCache.open(out_dir)
+        print(f"Resuming the preparation of {out_dir}")
+    else:
+        if meta: print(f"Rebuilding {out_dir}: {problem}")
+        meta = _start_afresh(df, out_dir, pp, key, split, root)
+    state = np.memmap(out_dir / "state.u8", np.uint8, "r+", shape=(len(df),))
+    wall, busy, done = _decode_jobs(_pending_jobs(df, state, chunk_size), out_dir, len(df), pp, state, num_workers,
+                                    progress, on_chunk)
+    meta.update(complete=True, num_workers=num_workers, decoded=done, wall_seconds=wall, decode_seconds=busy,
+                decode_img_per_s=done / busy if busy else None)
+    state.flush()
+    report_bad_images(_read_bad(out_dir), out_dir)
+    write_json(out_dir / "meta.json", meta)
+    return ImageCache.open(out_dir)
 
 # %% ../nbs/08_cache.ipynb #837f1367
 def prepare_cache(data: str | os.PathLike, split: str = "train", img_size: int = 224, crop_mode: str = "crop",
@@ -197,66 +271,37 @@ def prepare_cache(data: str | os.PathLike, split: str = "train", img_size: int =
         return _prepare_locked(df, out_dir, Preprocess(img_size, crop_mode, reencode=reencode), split, root,
                                num_workers, chunk_size, progress, on_chunk)
 
-# %% ../nbs/08_cache.ipynb #c524cd9a
-def _prepare_locked(df, out_dir: Path, pp: Preprocess, split: str, root: Path, num_workers: int, chunk_size: int,
-                    progress: bool, on_chunk) -> ImageCache:
-    key, n, s = cache_key(df, pp.img_size, pp.crop_mode, pp.reencode), len(df), pp.img_size
-    meta = read_json(out_dir / "meta.json")
-    problem = None if meta is None else ("the source list or the transform changed" if meta.get("key") != key
-                                         else _damage(out_dir, meta))
-    if meta and not problem:
-        if meta.get("complete"): return ImageCache.open(out_dir)
-        print(f"Resuming the preparation of {out_dir}")
-    else:
-        if meta: print(f"Rebuilding {out_dir}: {problem}")
-        for name in ("meta.json", "images.u8", "state.u8", "bad.jsonl", "checksums.jsonl", "table.csv",
-                     "bad_files.csv"):
-            (out_dir / name).unlink(missing_ok=True)
-        with open(out_dir / "images.u8", "wb") as f: f.truncate(n * s * s * 3)
-        np.zeros(n, np.uint8).tofile(out_dir / "state.u8")
-        atomic_write(out_dir / "table.csv", lambda tmp: df[[c for c in ("path", "label", "group") if c in df]]
-                     .to_csv(tmp, index=False))
-        meta = dict(version=CACHE_VERSION, key=key, n=n, img_size=s, crop_mode=pp.crop_mode, reencode=pp.reencode,
-                    split=split, source=str(root), complete=False)
-        write_json(out_dir / "meta.json", meta)
-    state = np.memmap(out_dir / "state.u8", np.uint8, "r+", shape=(n,))
-    starts = [i for i in range(0, n, chunk_size) if (state[i:i + chunk_size] == 0).any()]
-    flagged = df.attrs.get("bad", {})
-    jobs = [(i, paths, {p: flagged[p] for p in paths if p in flagged})
-            for i in starts for paths in [df.path.iloc[i:i + chunk_size].tolist()]]
-    wall, busy, done = _decode_jobs(jobs, out_dir, n, pp, state, num_workers, progress, on_chunk)
-    meta.update(complete=True, num_workers=num_workers, decoded=done, wall_seconds=wall, decode_seconds=busy,
-                decode_img_per_s=done / busy if busy else None)
-    state.flush()
-    report_bad_images(_read_bad(out_dir), out_dir)
-    write_json(out_dir / "meta.json", meta)
-    return ImageCache.open(out_dir)
+# %% ../nbs/08_cache.ipynb #e0bbee2f
+def _read_checksums(root: Path) -> dict[int, tuple[int, str]]:
+    "Chunk start → (row count, checksum), from `checksums.jsonl` (the last line of a chunk wins)."
+    f, sums = root / "checksums.jsonl", {}
+    for line in f.read_text().splitlines() if f.exists() else []:
+        try: c = json.loads(line); sums[int(c["start"])] = (int(c["count"]), c["blake2b"])
+        except (ValueError, KeyError): pass  # a line cut by a crash: its chunk is redone
+    return sums
 
-# %% ../nbs/08_cache.ipynb #868d940e
-def _decode_jobs(jobs, out_dir: Path, n: int, pp: Preprocess, state, num_workers: int, progress: bool, on_chunk):
-    "Run the decoding `jobs` on `num_workers` processes, marking finished chunks in `state`: (wall, decoding s, n)."
-    from tqdm.auto import tqdm
-    total = sum(len(p) for _, p, _ in jobs)
-    bar = tqdm(total=total, desc=f"preparing {out_dir.name}", unit="img", disable=not progress or not total)
-    t0, done, first, last = time.perf_counter(), 0, float("inf"), 0.0
-    args, paths = (str(out_dir), n, pp), {start: p for start, p, _ in jobs}
-    if num_workers == 1 or len(jobs) <= 1:
-        _open_worker(*args); results, pool = map(_decode_chunk, jobs), None
-    else:
-        pool = mp.get_context("fork").Pool(min(num_workers, len(jobs)), initializer=_open_worker, initargs=args)
-        results = pool.imap_unordered(_decode_chunk, jobs)
+# %% ../nbs/08_cache.ipynb #af6a2a6b
+@patch
+def _mark_damaged(self: ImageCache, start: int, count: int):
+    "Mark rows `start:start+count` for decoding again, then stop."
     try:
-        with open(out_dir / "bad.jsonl", "a") as bad_log, open(out_dir / "checksums.jsonl", "a") as sums:
-            for start, bad, digest, t_start, t_end in results:
-                first, last = min(first, t_start), max(last, t_end)
-                for p, why in bad.items(): bad_log.write(json.dumps({p: why}) + "\n")
-                count = len(paths[start])
-                sums.write(json.dumps({"start": start, "count": count, "blake2b": digest}) + "\n")
-                bad_log.flush(); sums.flush()
-                state[start:start + count] = [2 if p in bad else 1 for p in paths[start]]
-                done += count; bar.update(count)
-                if on_chunk: on_chunk(start)
-    finally:
-        if pool: pool.terminate()
-        bar.close(); _WORKER.clear()
-    return time.perf_counter() - t0, max(last - first, 0.0), done
+        state = np.memmap(self.root / "state.u8", np.uint8, "r+", shape=(len(self),))
+        state[start:start + count] = 0; state.flush()
+        write_json(self.root / "meta.json", {**self.meta, "complete": False})
+        what = "they are marked to be decoded again: run `aidetect prepare` (or the training) again to repair it"
+    except OSError: what = "delete the folder and prepare it again"
+    raise ValueError(f"cache: {self.root / 'images.u8'} rows {start}-{start + count - 1} do not match their "
+                     f"checksum (the file was changed or damaged); {what}")
+
+# %% ../nbs/08_cache.ipynb #9906038e
+@patch
+def check_rows(self: ImageCache, rows) -> None:
+    "Verify the checksums of the chunks holding `rows`, each once; a damaged chunk stops with a message."
+    if not hasattr(self, "_sums"):  # read when first needed: a cache only opened for its table never reads it
+        self._sums = _read_checksums(self.root)
+        self._starts = np.array(sorted(self._sums), dtype=np.int64)
+    chunks = set(self._starts[np.searchsorted(self._starts, np.asarray(rows), "right") - 1].tolist())
+    for start in chunks - self._verified:
+        count, expected = self._sums[start]
+        if chunk_digest(self.images[start:start + count]) != expected: self._mark_damaged(start, count)
+        self._verified.add(start)

@@ -11,7 +11,6 @@ import json
 import os
 from pathlib import Path
 
-
 import numpy as np
 import pandas as pd
 import torch
@@ -39,6 +38,7 @@ def _gather(probs: np.ndarray, labels: np.ndarray, positions: torch.Tensor) -> t
     for p, y, pos in parts: all_probs[pos], all_labels[pos] = p, y
     return all_probs, all_labels
 
+# %% ../nbs/11_evaluate.ipynb #38ebbde5
 def predict_loader(detector: Detector, loader, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     "P(ai) and labels for every batch of `loader` (of every process's loader, under torchrun)."
     from tqdm.auto import tqdm
@@ -59,6 +59,7 @@ def predict_table(detector: Detector, df: pd.DataFrame, batch_size: int = 128, n
                            decode_on=decode_on if crops == 1 else "cpu")  # several crops: Pillow's path
     return predict_loader(detector, loader, progress)[0]
 
+# %% ../nbs/11_evaluate.ipynb #a6a97314
 def predict_logits(detector: Detector, loader) -> tuple[np.ndarray, np.ndarray]:
     "Raw logits (N×classes) and labels for every batch of `loader`, in one process (for calibration)."
     parts = [(detector.logits(x), y.cpu()) for x, y in loader]
@@ -79,23 +80,30 @@ def expected_calibration_error(labels, probs, n_bins: int = 15) -> float:
 def _class_acc(labels: np.ndarray, preds: np.ndarray, cls: int) -> float:
     return float(np.mean(preds[labels == cls] == cls)) if (labels == cls).any() else float("nan")
 
+def _decision_metrics(labels: np.ndarray, preds: np.ndarray) -> dict:
+    "Accuracy (overall, on real, on ai), precision, recall and F1 of the decisions `preds`."
+    return dict(acc=float(skm.accuracy_score(labels, preds)),
+                real_acc=_class_acc(labels, preds, 0), fake_acc=_class_acc(labels, preds, 1),
+                precision=float(skm.precision_score(labels, preds, zero_division=0)),
+                recall=float(skm.recall_score(labels, preds, zero_division=0)),
+                f1=float(skm.f1_score(labels, preds, zero_division=0)))
+
+# %% ../nbs/11_evaluate.ipynb #3cba0eb7
+def _probability_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
+    "AP and ROC-AUC of the ranking `probs` (NaN with one class only); log loss and ECE of them as probabilities."
+    both = len(np.unique(labels)) == 2
+    return dict(ap=float(skm.average_precision_score(labels, probs)) if both else float("nan"),
+                auc=float(skm.roc_auc_score(labels, probs)) if both else float("nan"),
+                loss=float(skm.log_loss(labels, np.clip(probs, 1e-7, 1 - 1e-7), labels=[0, 1])),
+                ece=expected_calibration_error(labels, probs))
+
+# %% ../nbs/11_evaluate.ipynb #8ecfa2fd
 def classification_metrics(labels, probs, threshold: float = 0.5) -> dict:
     "Accuracy (overall, on real, on ai), precision, recall, F1, AP, ROC-AUC, log loss, ECE and confusion of `probs`."
     labels, probs = np.asarray(labels, int), np.asarray(probs, float)
     preds = (probs >= threshold).astype(int)
-    both = len(np.unique(labels)) == 2
-    return dict(
-        acc=float(skm.accuracy_score(labels, preds)),
-        real_acc=_class_acc(labels, preds, 0), fake_acc=_class_acc(labels, preds, 1),
-        precision=float(skm.precision_score(labels, preds, zero_division=0)),
-        recall=float(skm.recall_score(labels, preds, zero_division=0)),
-        f1=float(skm.f1_score(labels, preds, zero_division=0)),
-        ap=float(skm.average_precision_score(labels, probs)) if both else float("nan"),
-        auc=float(skm.roc_auc_score(labels, probs)) if both else float("nan"),
-        loss=float(skm.log_loss(labels, np.clip(probs, 1e-7, 1 - 1e-7), labels=[0, 1])),
-        ece=expected_calibration_error(labels, probs),
-        confusion=skm.confusion_matrix(labels, preds, labels=[0, 1]).tolist(),
-        n=int(len(labels)))
+    return {**_decision_metrics(labels, preds), **_probability_metrics(labels, probs),
+            "confusion": skm.confusion_matrix(labels, preds, labels=[0, 1]).tolist(), "n": int(len(labels))}
 
 # %% ../nbs/11_evaluate.ipynb #3b07cb70
 def choose_threshold(labels, probs) -> float:
@@ -126,6 +134,7 @@ def generator_subsets(df: pd.DataFrame) -> dict[str, np.ndarray]:
            for g in ai_generators(df)}
     return {**out, "all": np.ones(len(df), bool)}
 
+# %% ../nbs/11_evaluate.ipynb #2a1bf8d8
 def metrics_by_generator(df: pd.DataFrame, probs, threshold: float = 0.5) -> pd.DataFrame:
     "One row per generator, then 'all': n, AP, AUC, accuracy at 0.5 and at `threshold`, real and ai accuracy."
     probs, rows = np.asarray(probs, float), []
@@ -147,6 +156,7 @@ def plot_confusion(confusion, title: str = "Confusion matrix"):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/11_evaluate.ipynb #de0b398e
 def plot_roc(labels, probs, title: str = "ROC curve"):
     "The ROC curve with its AUC."
     import matplotlib.pyplot as plt
@@ -156,24 +166,25 @@ def plot_roc(labels, probs, title: str = "ROC curve"):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/11_evaluate.ipynb #44240731
 def plot_mistakes(df: pd.DataFrame, probs, n: int = 12, threshold: float = 0.5):
     "A gallery of the `n` most confident mistakes in `df` (with labels) given P(ai) `probs`."
     import matplotlib.pyplot as plt
     probs, labels = np.asarray(probs), df.label.to_numpy().astype(int)
     wrong = np.flatnonzero((probs >= threshold) != labels)
-    wrong = wrong[np.argsort(-np.abs(probs[wrong] - 0.5))][:n]
-    cols = max(1, min(6, len(wrong)))
-    rows = max(1, -(-len(wrong) // cols))
+    shown = wrong[np.argsort(-np.abs(probs[wrong] - 0.5))][:n]
+    cols = max(1, min(6, len(shown)))
+    rows = max(1, -(-len(shown) // cols))
     fig, axs = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.4 * rows), squeeze=False)
     for ax in axs.flat: ax.axis("off")
-    for ax, i in zip(axs.flat, wrong, strict=False):
+    for ax, i in zip(axs.flat, shown, strict=False):
         ax.imshow(load_image(df.path.iloc[i]))
         ax.set_title(f"{CLASSES[labels[i]]}, P(ai)={probs[i]:.2f}", fontsize=8)
-    fig.suptitle(f"Most confident mistakes ({len(np.flatnonzero((probs >= threshold) != labels))} in all)"
-                 if len(wrong) else "No mistakes", fontsize=10)
+    fig.suptitle(f"Most confident mistakes ({len(wrong)} in all)" if len(shown) else "No mistakes", fontsize=10)
     fig.tight_layout()
     return fig
 
+# %% ../nbs/11_evaluate.ipynb #92d54911
 def plot_reliability(labels, probs, n_bins: int = 15, title: str = "Reliability"):
     "The reliability diagram of P(ai) (scikit-learn's calibration curve) with its ECE."
     import matplotlib.pyplot as plt
@@ -184,6 +195,7 @@ def plot_reliability(labels, probs, n_bins: int = 15, title: str = "Reliability"
     fig.tight_layout()
     return fig
 
+# %% ../nbs/11_evaluate.ipynb #fdd07fe6
 def plot_by_generator(table: pd.DataFrame, title: str = "Per generator"):
     "Bars of AP, AUC and accuracy (at 0.5 and at the threshold) per generator, from `metrics_by_generator`."
     import matplotlib.pyplot as plt
@@ -194,6 +206,7 @@ def plot_by_generator(table: pd.DataFrame, title: str = "Per generator"):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/11_evaluate.ipynb #d81885f8
 def plot_history(history: pd.DataFrame):
     "Loss, accuracy and AUC per epoch from a run's `history.csv` table."
     import matplotlib.pyplot as plt
@@ -218,6 +231,17 @@ def save_plots(out_dir: str | os.PathLike, df: pd.DataFrame, probs, prefix: str 
         plt.close(fig)
     return [out_dir / n for n in figs]
 
+# %% ../nbs/11_evaluate.ipynb #35cb88e0
+def _submission_labels(detector: Detector, test: pd.DataFrame, threshold: float, unreadable_label: int,
+                       batch_size: int, num_workers: int, out_dir: Path) -> np.ndarray:
+    "The label of each row of `test` at `threshold`; `unreadable_label` for the files listed as unusable in `out_dir`."
+    bad = bad_images(test)
+    report_bad_images(bad, out_dir)  # these get `unreadable_label`: a submission must list every id
+    ok = ~test.path.isin(bad).to_numpy()
+    labels = np.full(len(test), unreadable_label)
+    labels[ok] = predict_table(detector, test[ok].reset_index(drop=True), batch_size, num_workers) >= threshold
+    return labels
+
 # %% ../nbs/11_evaluate.ipynb #ed49d184
 def write_submission(detector: Detector, data: str | os.PathLike, out_csv: str | os.PathLike,
                      batch_size: int = 128, num_workers: int = 0, threshold: float | None = None,
@@ -226,15 +250,18 @@ def write_submission(detector: Detector, data: str | os.PathLike, out_csv: str |
     test = read_dataset(resolve_data(data), "test")
     if "id" not in test: raise ValueError(f"data: {data} has no test.csv with an 'id' column")
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-    bad = bad_images(test)
-    report_bad_images(bad, Path(out_csv).parent)  # these get `unreadable_label`: a submission must list every id
-    ok = ~test.path.isin(bad).to_numpy()
-    labels = np.full(len(test), unreadable_label)
-    labels[ok] = predict_table(detector, test[ok].reset_index(drop=True), batch_size, num_workers) >= (
-        detector.threshold if threshold is None else threshold)
+    labels = _submission_labels(detector, test, detector.threshold if threshold is None else threshold,
+                                unreadable_label, batch_size, num_workers, Path(out_csv).parent)
     sub = pd.DataFrame({"id": test["id"], "label": labels})
     sub.to_csv(out_csv, index=False)
     return sub
+
+# %% ../nbs/11_evaluate.ipynb #3da2941b
+def _scored(labels, probs, threshold: float) -> dict:
+    "`classification_metrics` at 0.5, then the calibrated `threshold` with the accuracies and F1 at it."
+    metrics, at_t = classification_metrics(labels, probs), classification_metrics(labels, probs, threshold)
+    at_threshold = {f"{k}_threshold": at_t[k] for k in ("acc", "real_acc", "fake_acc", "f1")}
+    return {**metrics, "threshold": threshold, **at_threshold}
 
 # %% ../nbs/11_evaluate.ipynb #1ffe9e1a
 def score_table(detector: Detector, df: pd.DataFrame, out_dir: str | os.PathLike, prefix: str,
@@ -247,10 +274,7 @@ def score_table(detector: Detector, df: pd.DataFrame, out_dir: str | os.PathLike
     pd.DataFrame({"path": df.path, "label": labelled.label, "prob_ai": probs,
                   **({"generator": df.generator} if "generator" in df else {})}).to_csv(
         out_dir / f"predictions_{prefix}.csv", index=False)
-    metrics = classification_metrics(labelled.label, probs)
-    at_t = classification_metrics(labelled.label, probs, detector.threshold)
-    metrics.update(threshold=detector.threshold, acc_threshold=at_t["acc"], real_acc_threshold=at_t["real_acc"],
-                   fake_acc_threshold=at_t["fake_acc"], f1_threshold=at_t["f1"], crops=crops)
+    metrics = {**_scored(labelled.label, probs, detector.threshold), "crops": crops}
     return metrics, save_plots(out_dir, labelled, probs, prefix) if plots else [], probs
 
 # %% ../nbs/11_evaluate.ipynb #4d991365
@@ -269,6 +293,7 @@ def labelled_split(checkpoint: str | os.PathLike, data: str | os.PathLike, split
 # %% ../nbs/11_evaluate.ipynb #bedf99bb
 def _write_by_generator(out_dir: Path, prefix: str, df: pd.DataFrame, probs: np.ndarray,
                         threshold: float) -> pd.DataFrame:
+    "Write `metrics_by_generator` of `probs` on `df` to `out_dir` as eval_<prefix>_by_generator.csv and .png."
     import matplotlib.pyplot as plt
     table = metrics_by_generator(df, probs, threshold)
     table.to_csv(out_dir / f"eval_{prefix}_by_generator.csv", index=False)
@@ -276,6 +301,7 @@ def _write_by_generator(out_dir: Path, prefix: str, df: pd.DataFrame, probs: np.
     fig.savefig(out_dir / f"eval_{prefix}_by_generator.png", dpi=110); plt.close(fig)
     return table
 
+# %% ../nbs/11_evaluate.ipynb #0be8b480
 def evaluate_run(checkpoint: str,            # run folder (uses best.safetensors) or checkpoint file
                  data: str = "demo",          # 'demo' or a dataset folder
                  split: str = "test",         # 'train', 'test' (or 'val' where the layout has one)

@@ -30,24 +30,35 @@ from .utils import batch_positions
 __all__ = ['GlobalBatchSampler', 'ImageDataset', 'CacheLoader', 'decode_on_device', 'DeviceDecodeLoader', 'create_loader']
 
 # %% ../nbs/10_loader.ipynb #f4b1e513
-class GlobalBatchSampler(torch.utils.data.Sampler):
-    "Row indices of this process's share of each global batch of `n` rows: shuffled by `generator` when `train`."
-    def __init__(self, n: int, batch_size: int, train: bool = False, generator: torch.Generator | None = None,
-                 rank: int = 0, world: int = 1):
-        self.n, self.batch_size, self.train, self.generator = n, batch_size, train, generator
-        self.rank, self.world = rank, world
+class _GlobalBatches:
+    "Global batches of `batch_size` over `n` rows (when `train`, not the last if short), shared by `world` processes."
+    def __init__(self, n: int, batch_size: int, train: bool = False, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.train, self.rank, self.world = n, batch_size, train, rank, world
 
     def __len__(self) -> int: return self.n // self.batch_size if self.train else -(-self.n // self.batch_size)
 
+    def _positions(self, b: int) -> torch.Tensor:
+        "This process's epoch positions in global batch `b`."
+        return batch_positions(self.n, self.batch_size, b, self.rank, self.world)
+
+# %% ../nbs/10_loader.ipynb #5a0934d7
+@patch
+def positions(self: _GlobalBatches) -> torch.Tensor:
+    "The epoch positions this process sees, batch after batch."
+    parts = [self._positions(b) for b in range(len(self))]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+# %% ../nbs/10_loader.ipynb #34ebd39b
+class GlobalBatchSampler(_GlobalBatches, torch.utils.data.Sampler):
+    "Row indices of this process's share of each global batch of `n` rows: shuffled by `generator` when `train`."
+    def __init__(self, n: int, batch_size: int, train: bool = False, generator: torch.Generator | None = None,
+                 rank: int = 0, world: int = 1):
+        super().__init__(n, batch_size, train, rank, world)
+        self.generator = generator
+
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator) if self.train else torch.arange(self.n)
-        for b in range(len(self)):
-            yield order[batch_positions(self.n, self.batch_size, b, self.rank, self.world)].tolist()
-
-    def positions(self) -> torch.Tensor:
-        "The epoch positions this process sees, batch after batch."
-        parts = [batch_positions(self.n, self.batch_size, b, self.rank, self.world) for b in range(len(self))]
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+        for b in range(len(self)): yield order[self._positions(b)].tolist()
 
 # %% ../nbs/10_loader.ipynb #08ac12c8
 class ImageDataset(torch.utils.data.Dataset):
@@ -59,13 +70,15 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int: return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = load_image(self.paths[i])
-        x = self.preprocess.random_crop(img) if self.is_train else self.preprocess.eval_input(img)
-        return x, self.labels[i]
+# %% ../nbs/10_loader.ipynb #6f07ecfe
+@patch
+def __getitem__(self: ImageDataset, i: int) -> tuple[torch.Tensor, int]:
+    img = load_image(self.paths[i])
+    x = self.preprocess.random_crop(img) if self.is_train else self.preprocess.eval_input(img)
+    return x, self.labels[i]
 
 # %% ../nbs/10_loader.ipynb #7e255ccf
-class CacheLoader:
+class CacheLoader(_GlobalBatches):
     "Batches of (uint8 N×3×s×s images on `device`, labels) from `cache` rows `indices`, augmented on the device."
     def __init__(self, cache: ImageCache, indices, batch_size: int, img_size: int, device: str | torch.device = "cpu",
                  train: bool = False, generator: torch.Generator | None = None, threads: int = 0, prefetch: int = 4,
@@ -75,68 +88,89 @@ class CacheLoader:
                              "prepare it larger")
         if batch_size % world: raise ValueError(f"batch_size {batch_size} must be divisible by the {world} processes")
         self.cache, self.indices = cache, torch.tensor(np.array(indices, dtype=np.int64))
-        self.batch_size, self.img_size, self.device = batch_size, img_size, torch.device(device)
-        self.train, self.generator, self.threads, self.prefetch = train, generator, threads, max(1, prefetch)
-        self.aug_blur, self.aug_jpeg, self.rank, self.world = aug_blur, aug_jpeg, rank, world
+        super().__init__(len(self.indices), batch_size, train, rank, world)
+        self.img_size, self.device, self.generator = img_size, torch.device(device), generator
+        self.threads, self.prefetch, self.aug_blur, self.aug_jpeg = threads, max(1, prefetch), aug_blur, aug_jpeg
 
-    def __len__(self) -> int:
-        n = len(self.indices)
-        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+# %% ../nbs/10_loader.ipynb #963a450e
+def _pread_rows(fd: int, rows: list[int], out: np.ndarray, cache: ImageCache):
+    "Read `cache` rows `rows` from its file, open as `fd`, into `out` (one row of bytes each)."
+    row_bytes = out.shape[1]
+    for i, r in enumerate(rows):  # pread: one copy from the page cache, no page faults, no GIL
+        if os.preadv(fd, [out[i]], r * row_bytes) != row_bytes:
+            raise ValueError(f"cache: {cache.root / 'images.u8'} is shorter than its {len(cache.images)} images")
 
-    def _positions(self, b: int) -> torch.Tensor:
-        "This rank's epoch positions in global batch `b`."
-        return batch_positions(len(self.indices), self.batch_size, b, self.rank, self.world)
+# %% ../nbs/10_loader.ipynb #3931a863
+class _Staging:
+    "A ring of `n` reusable buffers of `shape` (pinned on CUDA), and the side stream that copies them to `device`."
+    def __init__(self, n: int, shape: tuple, device: torch.device):
+        self.device, self.cuda = device, device.type == "cuda"
+        self.bufs = [torch.empty(shape, dtype=torch.uint8, pin_memory=self.cuda) for _ in range(n)]
+        self.events, self.stream = [None] * n, torch.cuda.Stream(device) if self.cuda else None
 
-    def positions(self) -> torch.Tensor:
-        "The epoch positions this rank sees, batch after batch (for gathering predictions from every rank)."
-        parts = [self._positions(b) for b in range(len(self))]
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+    def buffer(self, b: int) -> torch.Tensor:
+        "The buffer for batch `b`, once the last copy out of it has finished."
+        k = b % len(self.bufs)
+        if self.events[k] is not None: self.events[k].synchronize()
+        return self.bufs[k]
+
+# %% ../nbs/10_loader.ipynb #208bc4ec
+@patch
+def upload(self: _Staging, b: int, x: torch.Tensor, y: torch.Tensor):
+    "(x, y, event): on CUDA, the copies of batch `b` started on the side stream, and the event that marks their end."
+    if not self.cuda: return x, y, None
+    k = b % len(self.bufs)
+    with torch.cuda.stream(self.stream):
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        self.events[k] = torch.cuda.Event(); self.events[k].record(self.stream)
+    return x, y, self.events[k]
+
+@patch
+def receive(self: _Staging, x: torch.Tensor, y: torch.Tensor, event):
+    "Make the compute stream wait for the copy of (`x`, `y`), and keep their memory until it has used them."
+    cur = torch.cuda.current_stream(self.device)
+    cur.wait_event(event); x.record_stream(cur); y.record_stream(cur)
+
+# %% ../nbs/10_loader.ipynb #6c38b15c
+@patch
+def _read(self: CacheLoader, b: int, plan: dict, fd: int, staging: _Staging) -> tuple:
+    "(images, labels, copy event or `None`, epoch positions) of this rank's share of batch `b` of the `plan`."
+    pos = self._positions(b)
+    rows = self.indices[plan["order"][pos]]
+    self.cache.check_rows(rows.numpy())  # each chunk of the file is verified when first read
+    x = staging.buffer(b)[:len(rows)]
+    _pread_rows(fd, rows.tolist(), x.numpy().reshape(len(rows), -1), self.cache)
+    return (*staging.upload(b, x, self.cache.labels[rows]), pos)
+
+# %% ../nbs/10_loader.ipynb #44a5a94b
+def _prefetched(read, n: int, threads: int, prefetch: int):
+    "`read(0)`, ..., `read(n - 1)` in order; with `threads`, the next `prefetch` reads run ahead in a thread pool."
+    if not threads:
+        yield from map(read, range(n)); return
+    pending = {}
+    with ThreadPoolExecutor(threads) as pool:
+        try:
+            for b in range(n):
+                for nb in range(b, min(b + prefetch, n)):
+                    if nb not in pending: pending[nb] = pool.submit(read, nb)
+                yield pending.pop(b).result()
+        finally:
+            for f in pending.values(): f.cancel()
 
 # %% ../nbs/10_loader.ipynb #a2f1c32e
 @patch
 def __iter__(self: CacheLoader):
     "Batches of this epoch: threads read the rows into pinned buffers, copies overlap compute, the device augments."
-    plan = epoch_plan(len(self.indices), self.generator, self.train, self.aug_blur, self.aug_jpeg)
-    images, cuda = self.cache.images, self.device.type == "cuda"
-    row_bytes = int(np.prod(images.shape[1:]))
-    per = math.ceil(self.batch_size / self.world)
-    nbuf = self.prefetch + 2
-    bufs = [torch.empty((per, *images.shape[1:]), dtype=torch.uint8, pin_memory=cuda) for _ in range(nbuf)]
-    events = [None] * nbuf
-    stream = torch.cuda.Stream(self.device) if cuda else None
-
-    def read(b: int):
-        pos = self._positions(b)
-        rows = self.indices[plan["order"][pos]]
-        self.cache.check_rows(rows.numpy())  # each chunk of the file is verified when first read
-        k = b % nbuf
-        if events[k] is not None: events[k].synchronize()  # the last copy out of this buffer has finished
-        x = bufs[k][:len(rows)]
-        out = x.numpy().reshape(len(rows), row_bytes)
-        for i, r in enumerate(rows.tolist()):  # pread: one copy from the page cache, no page faults, no GIL
-            if os.preadv(fd, [out[i]], r * row_bytes) != row_bytes:
-                raise ValueError(f"cache: {self.cache.root / 'images.u8'} is shorter than its {len(images)} images")
-        y = self.cache.labels[rows]
-        if not cuda: return x, y, pos, None
-        with torch.cuda.stream(stream):
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            events[k] = torch.cuda.Event(); events[k].record(stream)
-        return x, y, pos, events[k]
-
-    pool = ThreadPoolExecutor(self.threads) if self.threads else None
-    pending, fd = {}, os.open(self.cache.root / "images.u8", os.O_RDONLY)
+    plan = epoch_plan(self.n, self.generator, self.train, self.aug_blur, self.aug_jpeg)
+    shape = (math.ceil(self.batch_size / self.world), *self.cache.images.shape[1:])
+    staging, fd = _Staging(self.prefetch + 2, shape, self.device), os.open(self.cache.root / "images.u8", os.O_RDONLY)
+    batches = _prefetched(lambda b: self._read(b, plan, fd, staging), len(self), self.threads, self.prefetch)
     try:
-        for b in range(len(self)):
-            for nb in range(b, min(b + self.prefetch, len(self))) if pool else ():
-                if nb not in pending: pending[nb] = pool.submit(read, nb)
-            x, y, pos, event = pending.pop(b).result() if pool else read(b)
-            if event is not None:
-                cur = torch.cuda.current_stream(self.device)
-                cur.wait_event(event); x.record_stream(cur); y.record_stream(cur)
+        for x, y, event, pos in batches:
+            if event is not None: staging.receive(x, y, event)
             yield augment_batch(x, plan, pos, self.img_size), y
     finally:
-        for f in pending.values(): f.cancel()
-        if pool: pool.shutdown(wait=True)
+        batches.close()  # no read is running when the file closes
         os.close(fd)
 
 # %% ../nbs/10_loader.ipynb #0481a37a
@@ -147,6 +181,11 @@ def _device_decodable(data: bytes) -> bool:
         with Image.open(io.BytesIO(data)) as img:  # reads the header only
             return img.mode in ("RGB", "L") and img.getexif().get(0x0112, 1) == 1
     except Exception: return False  # noqa: BLE001 (Pillow raises many types; the CPU path reports the problem)
+
+# %% ../nbs/10_loader.ipynb #0cd45d51
+def _try_decode(t: torch.Tensor, device) -> torch.Tensor | None:
+    try: return decode_jpeg(t, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError: return None
 
 def decode_on_device(data: list[bytes], device: str | torch.device = "cpu") -> list[torch.Tensor | None]:
     "Decode a batch of JPEG bytes on `device` into uint8 3×H×W RGB tensors; `None` for those the CPU must decode."
@@ -160,45 +199,24 @@ def decode_on_device(data: list[bytes], device: str | torch.device = "cpu") -> l
     for i, img in zip(todo, decoded, strict=True): out[i] = img
     return out
 
-def _try_decode(t: torch.Tensor, device) -> torch.Tensor | None:
-    try: return decode_jpeg(t, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError: return None
-
 # %% ../nbs/10_loader.ipynb #2394421a
-class DeviceDecodeLoader:
+class DeviceDecodeLoader(_GlobalBatches):
     "Batches of (uint8 N×3×s×s images on `device`, labels) decoded from the files by torchvision on `device`."
     def __init__(self, df: pd.DataFrame, preprocess: Preprocess, batch_size: int, device: str | torch.device = "cpu",
                  train: bool = False, generator: torch.Generator | None = None, threads: int = 4,
                  aug_blur: float = 0.0, aug_jpeg: float = 0.0, rank: int = 0, world: int = 1):
-        self.paths, self.pp, self.device, self.train = df.path.tolist(), preprocess, torch.device(device), train
+        super().__init__(len(df), batch_size, train, rank, world)
+        self.paths, self.pp, self.device = df.path.tolist(), preprocess, torch.device(device)
         self.labels = torch.tensor(df.label.astype(int).to_numpy() if "label" in df else [-1] * len(df))
-        self.batch_size, self.generator, self.threads = batch_size, generator, max(1, threads)
-        self.aug_blur, self.aug_jpeg, self.rank, self.world = aug_blur, aug_jpeg, rank, world
+        self.generator, self.threads, self.aug_blur, self.aug_jpeg = generator, max(1, threads), aug_blur, aug_jpeg
 
-    def __len__(self) -> int:
-        n = len(self.paths)
-        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
-
-    def _positions(self, b: int) -> torch.Tensor:
-        return batch_positions(len(self.paths), self.batch_size, b, self.rank, self.world)
-
-    def positions(self) -> torch.Tensor:
-        "The epoch positions this process sees, batch after batch."
-        parts = [self._positions(b) for b in range(len(self))]
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-
-    def __iter__(self):
-        "Batches of this epoch: threads read the next batch's bytes while the device decodes this one."
-        plan = epoch_plan(len(self.paths), self.generator, self.train, self.aug_blur, self.aug_jpeg)
-        batches = [plan["order"][self._positions(b)].tolist() for b in range(len(self))]
-        read = lambda rows: [Path(self.paths[r]).read_bytes() for r in rows]
-        with ThreadPoolExecutor(self.threads) as pool:
-            pending = pool.submit(read, batches[0]) if batches else None
-            for b, rows in enumerate(batches):
-                data = pending.result()
-                if b + 1 < len(batches): pending = pool.submit(read, batches[b + 1])  # the next batch's, meanwhile
-                labels = self.labels[rows].to(self.device, non_blocking=True)
-                yield self._images(rows, data, self._positions(b), plan), labels
+# %% ../nbs/10_loader.ipynb #c22f7140
+@patch
+def _host_decoded(self: DeviceDecodeLoader, row: int) -> torch.Tensor:
+    "Image `row` decoded by Pillow (and re-encoded, when the preprocessing says so), as a uint8 3×H×W tensor."
+    pil = load_image(self.paths[row])
+    img = np.asarray(reencode(pil, self.pp.reencode) if self.pp.reencode else pil)
+    return torch.from_numpy(img.copy()).permute(2, 0, 1)
 
 # %% ../nbs/10_loader.ipynb #a2cbb058
 @patch
@@ -208,14 +226,36 @@ def _images(self: DeviceDecodeLoader, rows: list[int], data: list[bytes], pos: t
     images = [None] * len(data) if self.pp.reencode else decode_on_device(data, self.device)  # re-encode: Pillow
     crops = []
     for k, (row, img) in enumerate(zip(rows, images, strict=True)):
-        if img is None:
-            pil = load_image(self.paths[row])
-            img = torch.from_numpy(np.asarray(reencode(pil, self.pp.reencode) if self.pp.reencode else pil).copy())
-            img = img.permute(2, 0, 1)
-        img, p = img.to(self.device, non_blocking=True), int(pos[k])
+        img, p = (self._host_decoded(row) if img is None else img).to(self.device, non_blocking=True), int(pos[k])
         view = (float(plan["fx"][p]), float(plan["fy"][p]), bool(plan["flip"][p])) if "fx" in plan else ()
         crops.append(fit_crop(img, self.pp, *view))
     return blur_and_recompress(torch.stack(crops), plan, pos)
+
+# %% ../nbs/10_loader.ipynb #222dd96c
+@patch
+def __iter__(self: DeviceDecodeLoader):  # noqa: F811 (another class's __iter__ than the one above)
+    "Batches of this epoch: threads read the next batch's bytes while the device decodes this one."
+    plan = epoch_plan(self.n, self.generator, self.train, self.aug_blur, self.aug_jpeg)
+    rows = [plan["order"][self._positions(b)].tolist() for b in range(len(self))]
+    read = lambda b: [Path(self.paths[r]).read_bytes() for r in rows[b]]
+    batches = _prefetched(read, len(rows), self.threads, prefetch=2)  # this batch's bytes and the next's
+    try:
+        for b, data in enumerate(batches):
+            labels = self.labels[rows[b]].to(self.device, non_blocking=True)
+            yield self._images(rows[b], data, self._positions(b), plan), labels
+    finally: batches.close()
+
+# %% ../nbs/10_loader.ipynb #991c643a
+def _file_loader(df: pd.DataFrame, preprocess: Preprocess, batch_size: int, train: bool, device: torch.device,
+                 num_workers: int, generator: torch.Generator | None, rank: int, world: int):
+    "A `DataLoader` whose `num_workers` processes decode the files of `df` with Pillow, in global batches."
+    sampler = GlobalBatchSampler(len(df), batch_size, train, generator, rank, world)
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(df, preprocess, train=train), batch_sampler=sampler, num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        multiprocessing_context="fork" if num_workers and os.name == "posix" else None)
+    loader.positions, loader.world = sampler.positions, world
+    return loader
 
 # %% ../nbs/10_loader.ipynb #8ce70f9e
 def create_loader(df: pd.DataFrame, preprocess: Preprocess, batch_size: int, train: bool = False,
@@ -234,10 +274,4 @@ def create_loader(df: pd.DataFrame, preprocess: Preprocess, batch_size: int, tra
         return CacheLoader(cache, df.cache_index, batch_size, preprocess.img_size, device, train, generator, threads,
                            aug_blur=aug_blur, aug_jpeg=aug_jpeg, rank=rank, world=world)
     if aug_blur or aug_jpeg: raise ValueError("aug_blur and aug_jpeg are applied on the device: they need the cache")
-    sampler = GlobalBatchSampler(len(df), batch_size, train, generator, rank, world)
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(df, preprocess, train=train), batch_sampler=sampler, num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        multiprocessing_context="fork" if num_workers and os.name == "posix" else None)
-    loader.positions, loader.world = sampler.positions, world
-    return loader
+    return _file_loader(df, preprocess, batch_size, train, device, num_workers, generator, rank, world)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+from fastcore.basics import patch
 from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -38,6 +39,14 @@ def check_arch(arch: str) -> str:
     return arch
 
 # %% ../nbs/07_model.ipynb #5c1f907f
+def _local_weights(pretrained) -> Path:
+    "The weights file `pretrained` names, with a clear error if it does not exist."
+    path = Path(pretrained)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained: weights file {path} does not exist. Pass a local .safetensors or "
+                                ".pth state dict, 'hub' to download (online), or nothing for random init")
+    return path
+
 def create_detector(arch: str, pretrained: str | os.PathLike | None = None, num_classes: int = len(CLASSES),
                     **kwargs) -> torch.nn.Module:
     "A timm `arch` classifier with `num_classes` outputs, randomly initialised or from `pretrained` weights."
@@ -48,12 +57,8 @@ def create_detector(arch: str, pretrained: str | os.PathLike | None = None, num_
         except Exception as e:
             raise RuntimeError(f"pretrained: could not download weights for {arch} ({e}). Offline, download them "
                                "elsewhere and pass the file: pretrained=/path/to/model.safetensors") from e
-    path = Path(pretrained)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained: weights file {path} does not exist. Pass a local .safetensors or "
-                                ".pth state dict, 'hub' to download (online), or nothing for random init")
     return timm.create_model(arch, pretrained=True, num_classes=num_classes,
-                             pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+                             pretrained_cfg_overlay=dict(file=str(_local_weights(pretrained))), **kwargs)
 
 # %% ../nbs/07_model.ipynb #3b9a5f5b
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -85,6 +90,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     if meta is None: raise ValueError(f"{path} is a safetensors file but not an aidetect checkpoint (no metadata)")
     return json.loads(meta)
 
+# %% ../nbs/07_model.ipynb #793936ea
 def checkpoint_path(path: str | os.PathLike) -> Path:
     "Resolve a run folder (its `best.safetensors`) or a checkpoint file, with a clear error if neither exists."
     path = Path(path)
@@ -93,6 +99,7 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path
 
+# %% ../nbs/07_model.ipynb #e4a65970
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     "The tensors of checkpoint `path`, checked against the checksum in its header and for finite values."
     from safetensors import safe_open
@@ -105,6 +112,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if bad: raise ValueError(f"{path} has non-finite weights (NaN or inf) in {bad[:3]}")
     return tensors
 
+# %% ../nbs/07_model.ipynb #b4da8c3b
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     "Rebuild the model saved at `path` (a file or a run folder) and return it in eval mode with its metadata."
     path = checkpoint_path(path)
@@ -123,6 +131,7 @@ def freeze_backbone(model: torch.nn.Module) -> torch.nn.Module:
     model.frozen_backbone = True
     return model
 
+# %% ../nbs/07_model.ipynb #e175a3ed
 def train_mode(model: torch.nn.Module) -> torch.nn.Module:
     "Put `model` (or the model inside a DDP/compile wrapper) in training mode, a frozen backbone staying in eval mode."
     model.train()
@@ -138,6 +147,16 @@ def prob_to_label(prob: float, classes: tuple[str, ...] = CLASSES, threshold: fl
     return classes[int(prob >= threshold)]
 
 # %% ../nbs/07_model.ipynb #d717951c
+def _calibration(meta: dict) -> tuple[float, float]:
+    "The (threshold, temperature) stored in a checkpoint's `meta`: (0.5, 1.0) when training fitted none."
+    try: threshold, temperature = (float(meta.get(k, d)) for k, d in (("threshold", 0.5), ("temperature", 1.0)))
+    except (TypeError, ValueError):
+        raise ValueError(f"the checkpoint's threshold and temperature must be numbers, got "
+                         f"{meta.get('threshold')!r} and {meta.get('temperature')!r}") from None
+    if not 0 < threshold < 1: raise ValueError(f"threshold {threshold} is not in (0, 1)")
+    if not temperature > 0: raise ValueError(f"temperature {temperature} of the checkpoint is not > 0")
+    return threshold, temperature
+
 class Detector:
     "A trained model plus its preprocessing and calibration: turns images into P(ai)."
     def __init__(self, model: torch.nn.Module, preprocess: Preprocess, meta: dict | None = None,
@@ -146,44 +165,47 @@ class Detector:
         self.model = model.to(self.device, memory_format=memory_format(self.device)).eval()
         self.preprocess, self.meta = preprocess, meta or {}
         self.classes = tuple(self.meta.get("classes", CLASSES))
-        try: self.threshold, self.temperature = (float(self.meta.get(k, d)) for k, d in (("threshold", 0.5),
-                                                                                          ("temperature", 1.0)))
-        except (TypeError, ValueError):
-            raise ValueError(f"the checkpoint's threshold and temperature must be numbers, got "
-                             f"{self.meta.get('threshold')!r} and {self.meta.get('temperature')!r}") from None
-        if not 0 < self.threshold < 1: raise ValueError(f"threshold {self.threshold} is not in (0, 1)")
-        if not self.temperature > 0: raise ValueError(f"temperature {self.temperature} of the checkpoint is not > 0")
+        self.threshold, self.temperature = _calibration(self.meta)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> Detector:
-        "Load a checkpoint file or run folder."
-        model, meta = load_checkpoint(path)
-        return cls(model, Preprocess.from_dict(meta["preprocess"]), meta, device)
+# %% ../nbs/07_model.ipynb #55f6dfd1
+@patch(cls_method=True)
+def load(cls: Detector, path: str | os.PathLike, device: str | torch.device = "auto") -> Detector:
+    "Load a checkpoint file or run folder."
+    model, meta = load_checkpoint(path)
+    return cls(model, Preprocess.from_dict(meta["preprocess"]), meta, device)
 
-    @torch.inference_mode()
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        "The model's raw float32 logits (N×classes, on the CPU) for a uint8 Nx3xHxW batch already preprocessed."
-        if self.model.training: self.model.eval()  # batch-norm statistics must not move during inference
-        x = self.preprocess.normalize(batch.to(self.device, non_blocking=True))
-        with autocast(self.device):
-            logits = self.model(x.contiguous(memory_format=memory_format(self.device)))
-        return logits.float().cpu()
+# %% ../nbs/07_model.ipynb #4501be8a
+@patch
+@torch.inference_mode()
+def logits(self: Detector, batch: torch.Tensor) -> torch.Tensor:
+    "The model's raw float32 logits (N×classes, on the CPU) for a uint8 Nx3xHxW batch already preprocessed."
+    if self.model.training: self.model.eval()  # batch-norm statistics must not move during inference
+    x = self.preprocess.normalize(batch.to(self.device, non_blocking=True))
+    with autocast(self.device):
+        logits = self.model(x.contiguous(memory_format=memory_format(self.device)))
+    return logits.float().cpu()
 
-    def probs(self, batch: torch.Tensor) -> torch.Tensor:
-        "P(ai) for a uint8 Nx3xHxW batch (or N×K×3×H×W: K crops each, averaged), as a float32 CPU tensor."
-        crops = batch.shape[1] if batch.ndim == 5 else 0
-        logits = self.logits(batch.flatten(0, 1) if crops else batch)
-        probs = (logits / self.temperature).softmax(-1)[:, 1]
-        if not torch.isfinite(probs).all(): raise ValueError("the model gave a non-finite P(ai): broken weights")
-        return probs.view(-1, crops).mean(1) if crops else probs
+# %% ../nbs/07_model.ipynb #5701d893
+@patch
+def probs(self: Detector, batch: torch.Tensor) -> torch.Tensor:
+    "P(ai) for a uint8 Nx3xHxW batch (or N×K×3×H×W: K crops each, averaged), as a float32 CPU tensor."
+    crops = batch.shape[1] if batch.ndim == 5 else 0
+    logits = self.logits(batch.flatten(0, 1) if crops else batch)
+    probs = (logits / self.temperature).softmax(-1)[:, 1]
+    if not torch.isfinite(probs).all(): raise ValueError("the model gave a non-finite P(ai): broken weights")
+    return probs.view(-1, crops).mean(1) if crops else probs
 
-    def predict(self, images: list[Image.Image], crops: int = 1) -> np.ndarray:
-        "P(ai) for a list of PIL images of any mode and size; `crops` > 1 averages over crops covering each image."
-        if not images: return np.zeros(0, np.float32)
-        pp = self.preprocess.with_crops(crops)
-        batch = torch.stack([pp.eval_input(to_rgb(im)) for im in images])
-        return self.probs(batch).numpy()
+# %% ../nbs/07_model.ipynb #dbfddbda
+@patch
+def predict(self: Detector, images: list[Image.Image], crops: int = 1) -> np.ndarray:
+    "P(ai) for a list of PIL images of any mode and size; `crops` > 1 averages over crops covering each image."
+    if not images: return np.zeros(0, np.float32)
+    pp = self.preprocess.with_crops(crops)
+    batch = torch.stack([pp.eval_input(to_rgb(im)) for im in images])
+    return self.probs(batch).numpy()
 
-    def label(self, prob: float) -> str:
-        "The class name for P(ai) `prob` at this detector's calibrated threshold."
-        return prob_to_label(prob, self.classes, self.threshold)
+# %% ../nbs/07_model.ipynb #8bc3be21
+@patch
+def label(self: Detector, prob: float) -> str:
+    "The class name for P(ai) `prob` at this detector's calibrated threshold."
+    return prob_to_label(prob, self.classes, self.threshold)

@@ -39,6 +39,7 @@ DRIFT_CATEGORICAL = ("format",)
 DRIFT_FEATURES = (*DRIFT_CATEGORICAL, *DRIFT_NUMERIC)
 PROFILE = "reference_profile.json"
 
+# %% ../nbs/13_profile.ipynb #68b90325
 def image_features(path: str | os.PathLike) -> dict:
     "The drift features of the image file at `path`, as the service logs them for an upload of that file."
     with Image.open(path) as img:
@@ -53,14 +54,20 @@ def profile_features(paths: list, threads: int | None = None) -> pd.DataFrame:
     rows = parallel(image_features, paths, n_workers=io_threads(threads), threadpool=True)
     return pd.DataFrame(list(rows), columns=list(DRIFT_FEATURES))
 
+# %% ../nbs/13_profile.ipynb #fc18ee0f
+def _val_probs(run_dir: Path, val_probs=None):
+    "`val_probs`, or else the validation P(ai) that training wrote to the run folder `run_dir`."
+    if val_probs is not None: return val_probs
+    if not (run_dir / "predictions_val.csv").exists():
+        raise FileNotFoundError(f"{run_dir / 'predictions_val.csv'} does not exist: pass val_probs")
+    return pd.read_csv(run_dir / "predictions_val.csv").prob_ai.to_numpy()
+
+# %% ../nbs/13_profile.ipynb #b7cdc10e
 def write_reference_profile(run_dir: str | os.PathLike, train_df: pd.DataFrame, val_probs=None, n: int = 2000,
                             seed: int = 0, threads: int | None = None) -> Path:
     "Write the drift reference of a run: features of ≤ `n` training images and the validation P(ai)."
     run_dir = Path(run_dir)
-    if val_probs is None:
-        if not (run_dir / "predictions_val.csv").exists():
-            raise FileNotFoundError(f"{run_dir / 'predictions_val.csv'} does not exist: pass val_probs")
-        val_probs = pd.read_csv(run_dir / "predictions_val.csv").prob_ai.to_numpy()
+    val_probs = _val_probs(run_dir, val_probs)
     sample = train_df.sample(min(n, len(train_df)), random_state=seed) if len(train_df) else train_df
     t0 = time.perf_counter()
     features = profile_features(sample.path.tolist(), threads)
@@ -69,6 +76,7 @@ def write_reference_profile(run_dir: str | os.PathLike, train_df: pd.DataFrame, 
                    created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     return write_json(run_dir / PROFILE, profile, indent=None)
 
+# %% ../nbs/13_profile.ipynb #1fe2bd41
 def read_reference_profile(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
     "(training image features, validation P(ai)) from a run's reference profile."
     path = Path(run_dir) / PROFILE

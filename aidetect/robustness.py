@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ DEFAULT_GRID = (("clean", 0), ("jpeg", 95), ("jpeg", 90), ("jpeg", 75), ("jpeg",
                 ("blur", 1), ("blur", 2), ("blur", 3), ("downscale", 0.75), ("downscale", 0.5))
 PERTURBATIONS = ("clean", "jpeg", "blur", "downscale", "noise")
 
+# %% ../nbs/12_robustness.ipynb #6ebf48a9
 def _check(kind: str, strength: float) -> tuple[str, float]:
     "(`kind`, `strength`) if it is a valid perturbation, else a `ValueError` naming it."
     if kind not in PERTURBATIONS: raise ValueError(f"grid: unknown perturbation {kind!r}; choose from {PERTURBATIONS}")
@@ -39,21 +41,28 @@ def _check(kind: str, strength: float) -> tuple[str, float]:
                                 "noise: sigma > 0, downscale: a factor in (0, 1))")
     return kind, float(strength)
 
+# %% ../nbs/12_robustness.ipynb #1a4e8fda
+def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+def _downscale(img: Image.Image, factor: float) -> Image.Image:
+    w, h = img.size
+    return img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BICUBIC)
+
+def _noise(img: Image.Image, sigma: float, seed: int) -> Image.Image:
+    noise = np.random.default_rng(seed).normal(0, sigma, (img.size[1], img.size[0], 3))
+    return Image.fromarray(np.clip(np.asarray(img, np.float64) + noise, 0, 255).round().astype(np.uint8))
+
 # %% ../nbs/12_robustness.ipynb #9507a8de
 def perturb(img: Image.Image, kind: str, strength: float, seed: int = 0) -> Image.Image:
     "`img` (RGB) after the perturbation `kind` at `strength`; `seed` fixes the noise of 'noise'."
     kind, strength = _check(kind, strength)
-    if kind == "jpeg":
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=int(strength))
-        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    if kind == "jpeg": return _jpeg(img, int(strength))
     if kind == "blur": return img.filter(ImageFilter.GaussianBlur(strength))
-    if kind == "downscale":
-        w, h = img.size
-        return img.resize((max(1, round(w * strength)), max(1, round(h * strength))), Image.Resampling.BICUBIC)
-    if kind == "noise":
-        noise = np.random.default_rng(seed).normal(0, strength, (img.size[1], img.size[0], 3))
-        return Image.fromarray(np.clip(np.asarray(img, np.float64) + noise, 0, 255).round().astype(np.uint8))
+    if kind == "downscale": return _downscale(img, strength)
+    if kind == "noise": return _noise(img, strength, seed)
     return img
 
 # %% ../nbs/12_robustness.ipynb #8fe175ed
@@ -77,6 +86,7 @@ def _chunk(detector: Detector, images: list[Image.Image], start: int, kind: str,
     return torch.stack([pp.eval_input(perturb(im, kind, strength, seed * 1_000_003 + start + i))
                         for i, im in enumerate(images)])
 
+# %% ../nbs/12_robustness.ipynb #2cf1786b
 def perturbed_probs(detector: Detector, images: list[Image.Image], grid, seed: int = 0, batch_size: int = 128,
                     threads: int | None = None, crops: int = 1) -> dict[tuple[str, float], np.ndarray]:
     "P(ai) of every image under every perturbation of `grid`: {(kind, strength): probs}."
@@ -98,23 +108,37 @@ def robustness_table(labels, probs: dict, threshold: float = 0.5) -> pd.DataFram
                          acc_threshold=t["acc"], real_acc=m["real_acc"], fake_acc=m["fake_acc"]))
     return pd.DataFrame(rows)
 
+# %% ../nbs/12_robustness.ipynb #c15fd3aa
+def _panel(ax, rows: pd.DataFrame, clean: pd.DataFrame, kind: str):
+    "Draw the accuracies and AUC of perturbation `kind` (its `rows`) against strength, and the `clean` ones, on `ax`."
+    rows = rows.sort_values("strength", ascending=kind != "jpeg")
+    for col, style in (("acc", "o-"), ("acc_threshold", "s--"), ("auc", "^:")):
+        ax.plot(rows.strength, rows[col], style, label=col)
+        if len(clean): ax.axhline(clean[col].iloc[0], color=ax.lines[-1].get_color(), lw=0.6, alpha=0.5)
+    if kind == "jpeg": ax.invert_xaxis()
+    ax.set(title=kind, xlabel={"jpeg": "quality", "downscale": "factor"}.get(kind, "sigma"), ylim=(0.3, 1.02))
+
+# %% ../nbs/12_robustness.ipynb #fcdb4a0b
 def plot_robustness(table: pd.DataFrame, title: str = "Robustness"):
     "Accuracy (at 0.5 and at the threshold) and AUC against strength, one panel per perturbation."
     import matplotlib.pyplot as plt
     kinds = [k for k in dict.fromkeys(table.perturbation) if k != "clean"]
     clean = table[table.perturbation == "clean"]
     fig, axs = plt.subplots(1, max(1, len(kinds)), figsize=(3.3 * max(1, len(kinds)), 3.1), squeeze=False)
-    for ax, kind in zip(axs.flat, kinds, strict=False):
-        t = table[table.perturbation == kind].sort_values("strength", ascending=kind != "jpeg")
-        for col, style in (("acc", "o-"), ("acc_threshold", "s--"), ("auc", "^:")):
-            ax.plot(t.strength, t[col], style, label=col)
-            if len(clean): ax.axhline(clean[col].iloc[0], color=ax.lines[-1].get_color(), lw=0.6, alpha=0.5)
-        if kind == "jpeg": ax.invert_xaxis()
-        ax.set(title=kind, xlabel={"jpeg": "quality", "downscale": "factor"}.get(kind, "sigma"), ylim=(0.3, 1.02))
+    for ax, kind in zip(axs.flat, kinds, strict=False): _panel(ax, table[table.perturbation == kind], clean, kind)
     axs.flat[0].legend(fontsize=7)
     fig.suptitle(f"{title} (thin lines: clean)", fontsize=10)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/12_robustness.ipynb #2c0fb58d
+def _save_sweep(table: pd.DataFrame, out_dir: Path, split: str, n_images: int):
+    "Write the sweep's `table` as robustness_<split>.csv and its curves as robustness_<split>.png in `out_dir`."
+    import matplotlib.pyplot as plt
+    table.to_csv(out_dir / f"robustness_{split}.csv", index=False)
+    fig = plot_robustness(table, f"{split}: {n_images} images")
+    fig.savefig(out_dir / f"robustness_{split}.png", dpi=110)
+    plt.close(fig)
 
 # %% ../nbs/12_robustness.ipynb #ebaaa079
 def robustness(checkpoint: str,             # run folder (uses best.safetensors) or checkpoint file
@@ -129,7 +153,6 @@ def robustness(checkpoint: str,             # run folder (uses best.safetensors)
                device: str = "auto",        # 'auto', 'cpu', 'cuda', ...
               ) -> pd.DataFrame:
     "Score a checkpoint under a grid of JPEG, blur and downscale perturbations; write robustness_SPLIT.csv and curves."
-    import matplotlib.pyplot as plt
     pairs = parse_grid(grid)
     detector, df, out_dir, bad = labelled_split(checkpoint, data, split, out_dir, device)
     t0 = time.perf_counter()
@@ -137,8 +160,5 @@ def robustness(checkpoint: str,             # run folder (uses best.safetensors)
     probs = perturbed_probs(detector, images, pairs, seed, batch_size, threads, crops)
     table = robustness_table(df.label.astype(int), probs, detector.threshold)
     table.attrs["seconds"] = time.perf_counter() - t0
-    table.to_csv(out_dir / f"robustness_{split}.csv", index=False)
-    fig = plot_robustness(table, f"{split}: {len(df)} images")
-    fig.savefig(out_dir / f"robustness_{split}.png", dpi=110)
-    plt.close(fig)
+    _save_sweep(table, out_dir, split, len(df))
     return table
