@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NBS, EXEC = ROOT / "nbs", ROOT / "_exec"
 # experiment notebooks train or read run folders: their pages show the code, not a run
-EXPERIMENTS = re.compile(r"^(train|evaluate|bench|audit|generalize|compare)\.ipynb$")
+EXPERIMENTS = re.compile(r"^(train|evaluate|bench|audit|generalize|compare|drift)\.ipynb$")
 NO_EXEC_FLAGS = {"gpu"}  # nbdev tst_flags whose cells need hardware the docs build does not have
 SKIP_TAG = "skip-execution"  # nbclient leaves cells with this tag alone
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -233,7 +233,7 @@ if __name__ == "__main__":
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("exec", "check"):
         p = sub.add_parser(name)
-        p.add_argument("names", nargs="*", help="notebooks (e.g. index tutorials/method.ipynb 00_data); default: all")
+        p.add_argument("names", nargs="*", help="notebooks (e.g. index tutorials/method.ipynb 02_data); default: all")
     sub.add_parser("readme").add_argument("--check", action="store_true", help="fail if README.md is out of date")
     a = ap.parse_args()
     if a.cmd == "exec": exec_all(a.names)
