@@ -165,6 +165,16 @@ def audit_warning(data: str | os.PathLike | pd.DataFrame, threshold: float = SHO
     result = metadata_audit(df.reset_index(drop=True))
     return shortcut_warning(result["shortcut_auc"], pd.DataFrame(result["features"]), threshold)
 
+# %% ../nbs/06_audit.ipynb #6e64f0ec
+def _reencoded_audit(df: pd.DataFrame, spec, threads: int | None, progress: bool, result: dict) -> pd.DataFrame:
+    "Add the audit of the re-encoded images to `result` (as 'reencoded'); their feature AUCs."
+    meta = reencoded_metadata(df.path, f"{spec[0]}:{spec[1]}" if spec[1] else spec[0], threads, progress)
+    res = metadata_result(df, meta)
+    others = [c for c in METADATA_FEATURES if c not in SIZE_FEATURES]
+    res["shortcut_auc_without_size"] = round(shortcut_auc(meta, df.label, audit_folds(df), columns=others)[0], 4)
+    result["reencoded"] = dict(spec=":".join(str(x) for x in spec if x), **res)
+    return pd.DataFrame(res["features"])
+
 # %% ../nbs/06_audit.ipynb #4b958b11
 def _after_bars(ax, names: pd.Index, after: pd.DataFrame):
     "Thinner bars of each feature's AUC after re-encoding, over those as stored."
@@ -186,16 +196,6 @@ def plot_feature_aucs(features: pd.DataFrame, threshold: float = SHORTCUT_THRESH
     ax.set_title("metadata shortcut" + (f": shortcut_auc = {shortcut:.3f}" if shortcut is not None else ""))
     fig.tight_layout()
     return fig
-
-# %% ../nbs/06_audit.ipynb #6e64f0ec
-def _reencoded_audit(df: pd.DataFrame, spec, threads: int | None, progress: bool, result: dict) -> pd.DataFrame:
-    "Add the audit of the re-encoded images to `result` (as 'reencoded'); their feature AUCs."
-    meta = reencoded_metadata(df.path, f"{spec[0]}:{spec[1]}" if spec[1] else spec[0], threads, progress)
-    res = metadata_result(df, meta)
-    others = [c for c in METADATA_FEATURES if c not in SIZE_FEATURES]
-    res["shortcut_auc_without_size"] = round(shortcut_auc(meta, df.label, audit_folds(df), columns=others)[0], 4)
-    result["reencoded"] = dict(spec=":".join(str(x) for x in spec if x), **res)
-    return pd.DataFrame(res["features"])
 
 # %% ../nbs/06_audit.ipynb #4fee057a
 def _md_table(df: pd.DataFrame) -> str:

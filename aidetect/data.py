@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from fastcore.parallel import parallel
 from PIL import Image, ImageOps
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .synthetic import demo_dataset
 from .utils import io_threads
@@ -296,9 +295,16 @@ def resolve_data(data: str | os.PathLike) -> Path:
 # %% ../nbs/02_data.ipynb #4c156ab3
 def _group_split(df: pd.DataFrame, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     "Train and validation positions: one fold of k = round(1/`val_frac`) stratified group folds."
+    from sklearn.model_selection import StratifiedGroupKFold
     if val_frac > 0.5: raise ValueError(f"val_frac above 0.5 is not supported with groups, got {val_frac}")
     folds = StratifiedGroupKFold(n_splits=max(2, round(1 / val_frac)), shuffle=True, random_state=seed)
     return next(folds.split(df, df.label, df.group))
+
+# %% ../nbs/02_data.ipynb #07d40fb1
+def _random_split(df: pd.DataFrame, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    "Train and validation positions of a split stratified by label alone."
+    from sklearn.model_selection import train_test_split
+    return train_test_split(np.arange(len(df)), test_size=val_frac, stratify=df.label, random_state=seed)
 
 # %% ../nbs/02_data.ipynb #c86a0562
 def split_train_val(df: pd.DataFrame, val_frac: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -308,6 +314,5 @@ def split_train_val(df: pd.DataFrame, val_frac: float = 0.2, seed: int = 0) -> t
     else:
         warnings.warn("no 'group' column: the split cannot keep paired images (a photo and its AI version) together; "
                       "add a group column to the csv if the data has pairs", stacklevel=2)
-        train_idx, val_idx = train_test_split(np.arange(len(df)), test_size=val_frac, stratify=df.label,
-                                              random_state=seed)
+        train_idx, val_idx = _random_split(df, val_frac, seed)
     return df.iloc[train_idx].reset_index(drop=True), df.iloc[val_idx].reset_index(drop=True)

@@ -30,6 +30,7 @@ def _sha1(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
     return h.hexdigest()
 
+# %% ../nbs/04_pairs.ipynb #fe28e9a6
 def exact_duplicates(paths, sizes=None, threads: int | None = None) -> list[list[int]]:
     "Sets of positions in `paths` whose files have the same bytes (only files that share a size are hashed)."
     paths = [str(p) for p in paths]
