@@ -8,6 +8,7 @@ Docs: https://aidetect.github.io/aidetect/synthetic.html.md"""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import multiprocessing as mp
 import os
 import shutil
@@ -35,12 +36,13 @@ _PHOTOS = {"skimage": ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg
 def _upright_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as img: return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
 
+def _installed(package: str) -> Path:
+    "The folder of an installed package, found without importing it (importing scikit-learn takes a second or two)."
+    return Path(importlib.util.find_spec(package).submodule_search_locations[0])
+
 def real_photos() -> list[np.ndarray]:
     "The real photographs shipped inside scikit-image and scikit-learn, as RGB uint8 arrays."
-    import skimage.data
-    import sklearn.datasets
-    folders = {"skimage": Path(skimage.data.data_dir),
-               "sklearn": Path(sklearn.datasets.__file__).parent / "images"}
+    folders = {"skimage": _installed("skimage") / "data", "sklearn": _installed("sklearn") / "datasets" / "images"}
     return [_upright_rgb(folders[pkg] / name) for pkg, names in _PHOTOS.items() for name in names]
 
 # %% ../nbs/01_synthetic.ipynb #99ffc294
