@@ -49,6 +49,7 @@ def _codes(x: pd.Series, bins: int = 32) -> np.ndarray:
     v = x.astype(float).fillna(-1).to_numpy()
     return np.searchsorted(np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1])), v, side="right")
 
+# %% ../nbs/06_audit.ipynb #724cf6f7
 def oof_target_encode(codes: np.ndarray, y: np.ndarray, folds, smooth: float = 1.0) -> np.ndarray:
     "Each row's code replaced by the (smoothed) share of AI images with that code in the other folds."
     enc = np.full(len(y), y.mean(), dtype=float)
@@ -68,6 +69,7 @@ def _direction(x: pd.Series, y: np.ndarray, numeric: bool, rank: float) -> str:
     diff = share[1] - share[0]
     return f"ai: {diff.idxmax() or '(none)'}, human: {diff.idxmin() or '(none)'}"
 
+# %% ../nbs/06_audit.ipynb #70f8aa84
 def feature_aucs(meta: pd.DataFrame, y, folds) -> pd.DataFrame:
     "How well each metadata feature alone separates the classes: `auc` = max(max(auc_rank, 1 - auc_rank), auc_binned)."
     y, rows = np.asarray(y), []
@@ -84,12 +86,14 @@ def _model_inputs(meta: pd.DataFrame, columns: list[str] | None = None, max_cate
     "Numbers as floats, categories as pandas categoricals (the rarest merged into 'other' beyond `max_categories`)."
     columns = columns or METADATA_FEATURES
     X = meta[[c for c in METADATA_NUMERIC if c in columns]].astype(float)
+    X = X.loc[:, X.notna().any()]  # a number no image has (PNGs' JPEG quality) tells nothing; scikit-learn can't bin it
     for name in (c for c in METADATA_CATEGORICAL if c in columns):
         s = meta[name].astype(str)
         keep = s.value_counts().index[:max_categories - 1]
         X[name] = s.where(s.isin(keep), "other").astype("category")
     return X
 
+# %% ../nbs/06_audit.ipynb #f273c112
 def shortcut_auc(meta: pd.DataFrame, y, folds, seed: int = 0,
                  columns: list[str] | None = None) -> tuple[float, np.ndarray]:
     "Cross-validated ROC-AUC of a gradient-boosting classifier on the metadata (`columns`: all), and its OOF scores."
@@ -130,12 +134,14 @@ def table_key(df: pd.DataFrame) -> str:
     h.update(np.asarray(stats, dtype=np.int64).tobytes())
     return h.hexdigest()[:24]
 
+# %% ../nbs/06_audit.ipynb #ea896c18
 def metadata_result(df: pd.DataFrame, meta: pd.DataFrame, columns: list[str] | None = None) -> dict:
     "`shortcut_auc` and the feature AUCs of a metadata table `meta` for the rows of `df` (label[, group])."
     folds = audit_folds(df)
     return dict(shortcut_auc=round(shortcut_auc(meta, df.label, folds, columns=columns)[0], 4),
                 features=feature_aucs(meta, df.label, folds).to_dict("records"), n=len(df))
 
+# %% ../nbs/06_audit.ipynb #72cb2ce3
 def _cache_put(df: pd.DataFrame, result: dict):
     "Store a metadata audit where `metadata_audit` (and so `audit_warning`) finds it."
     write_json(cache_dir() / "audit" / f"{table_key(df)}.json", result, indent=None)
@@ -159,24 +165,6 @@ def audit_warning(data: str | os.PathLike | pd.DataFrame, threshold: float = SHO
     result = metadata_audit(df.reset_index(drop=True))
     return shortcut_warning(result["shortcut_auc"], pd.DataFrame(result["features"]), threshold)
 
-# %% ../nbs/06_audit.ipynb #26cc99f1
-def plot_feature_aucs(features: pd.DataFrame, threshold: float = SHORTCUT_THRESHOLD, shortcut: float | None = None,
-                      after: pd.DataFrame | None = None):
-    "Each feature's AUC alone as bars (and after re-encoding, when given), the warning level as a line."
-    import matplotlib.pyplot as plt
-    f = features.set_index("name").auc.sort_values()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.barh(f.index, f.to_numpy() - 0.5, left=0.5, alpha=0.8, label="as stored")
-    if after is not None:
-        a = after.set_index("name").auc.reindex(f.index)
-        ax.barh(f.index, a.to_numpy() - 0.5, left=0.5, height=0.4, label="re-encoded")
-        ax.legend(loc="lower right")
-    ax.axvline(threshold, color="red", ls="--", lw=1)
-    ax.set_xlim(0.5, 1.0); ax.set_xlabel("AUC of the feature alone, max(auc, 1-auc)")
-    ax.set_title("metadata shortcut" + (f": shortcut_auc = {shortcut:.3f}" if shortcut is not None else ""))
-    fig.tight_layout()
-    return fig
-
 # %% ../nbs/06_audit.ipynb #6e64f0ec
 def _reencoded_audit(df: pd.DataFrame, spec, threads: int | None, progress: bool, result: dict) -> pd.DataFrame:
     "Add the audit of the re-encoded images to `result` (as 'reencoded'); their feature AUCs."
@@ -187,6 +175,28 @@ def _reencoded_audit(df: pd.DataFrame, spec, threads: int | None, progress: bool
     result["reencoded"] = dict(spec=":".join(str(x) for x in spec if x), **res)
     return pd.DataFrame(res["features"])
 
+# %% ../nbs/06_audit.ipynb #4b958b11
+def _after_bars(ax, names: pd.Index, after: pd.DataFrame):
+    "Thinner bars of each feature's AUC after re-encoding, over those as stored."
+    a = after.set_index("name").auc.reindex(names)
+    ax.barh(names, a.to_numpy() - 0.5, left=0.5, height=0.4, label="re-encoded")
+    ax.legend(loc="lower right")
+
+# %% ../nbs/06_audit.ipynb #26cc99f1
+def plot_feature_aucs(features: pd.DataFrame, threshold: float = SHORTCUT_THRESHOLD, shortcut: float | None = None,
+                      after: pd.DataFrame | None = None):
+    "Each feature's AUC alone as bars (and after re-encoding, when given), the warning level as a line."
+    import matplotlib.pyplot as plt
+    f = features.set_index("name").auc.sort_values()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.barh(f.index, f.to_numpy() - 0.5, left=0.5, alpha=0.8, label="as stored")
+    if after is not None: _after_bars(ax, f.index, after)
+    ax.axvline(threshold, color="red", ls="--", lw=1)
+    ax.set_xlim(0.5, 1.0); ax.set_xlabel("AUC of the feature alone, max(auc, 1-auc)")
+    ax.set_title("metadata shortcut" + (f": shortcut_auc = {shortcut:.3f}" if shortcut is not None else ""))
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/06_audit.ipynb #4fee057a
 def _md_table(df: pd.DataFrame) -> str:
     "A markdown table (no tabulate dependency)."
@@ -194,46 +204,61 @@ def _md_table(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(r) + " |" for r in cells]
     return "\n".join(lines[:1] + ["|" + "---|" * len(df.columns)] + lines[1:])
 
+# %% ../nbs/06_audit.ipynb #f490f989
 def _default_out_dir(data: str, root: Path) -> Path:
     return resolve_run_dir(Path("outputs") / "audit" / ("demo" if str(data) == "demo" else root.name))
 
-# %% ../nbs/06_audit.ipynb #faecc1d1
-def _duplicate_report(df: pd.DataFrame, exact: list, near: list) -> tuple[dict, pd.DataFrame, list[str]]:
-    "Summary, table and warnings for exact duplicate sets and near-duplicate pairs."
-    labels, rows, warns = df.label.to_numpy(), [], []
-    conflicting = [s for s in exact if len(set(labels[s])) > 1]
-    for kind, sets in (("exact", exact), ("near", near)):
-        rows += [(kind, k, df.path.iloc[i], int(labels[i])) for k, s in enumerate(sets) for i in s]
-    table = pd.DataFrame(rows, columns=["kind", "set", "path", "label"])
+# %% ../nbs/06_audit.ipynb #ff000af7
+def _duplicate_table(df: pd.DataFrame, exact: list, near: list) -> pd.DataFrame:
+    "One row per file of each exact duplicate set and each near-duplicate pair: kind, set, path, label."
+    labels = df.label.to_numpy()
+    rows = [(kind, k, df.path.iloc[i], int(labels[i])) for kind, sets in (("exact", exact), ("near", near))
+            for k, s in enumerate(sets) for i in s]
+    return pd.DataFrame(rows, columns=["kind", "set", "path", "label"])
+
+# %% ../nbs/06_audit.ipynb #1ed39183
+def _duplicate_warnings(df: pd.DataFrame, exact: list, near: list, conflicting: list) -> list[str]:
+    "Warnings about identical files with both labels, and about duplicates in general."
+    warns = []
     if conflicting:
         warns.append(f"{len(conflicting)} set(s) of identical files carry both labels (conflicting), "
                      f"e.g. {[df.path.iloc[i] for i in conflicting[0]]}")
     if exact or near:
         warns.append(f"{len(exact)} exact duplicate set(s) and {len(near)} near-duplicate pair(s) within a class: "
                      "they are grouped in groups.csv so that no split separates them")
+    return warns
+
+# %% ../nbs/06_audit.ipynb #faecc1d1
+def _duplicate_report(df: pd.DataFrame, exact: list, near: list) -> tuple[dict, pd.DataFrame, list[str]]:
+    "Summary, table and warnings for exact duplicate sets and near-duplicate pairs."
+    labels = df.label.to_numpy()
+    conflicting = [s for s in exact if len(set(labels[s])) > 1]
+    names = lambda sets: [[df.path.iloc[i] for i in s] for s in sets[:20]]
     summary = dict(exact_sets=len(exact), exact_files=sum(map(len, exact)), near_pairs=len(near),
-                   conflicting_sets=len(conflicting),
-                   conflicting=[[df.path.iloc[i] for i in s] for s in conflicting[:20]],
-                   exact=[[df.path.iloc[i] for i in s] for s in exact[:20]],
-                   near=[[df.path.iloc[i], df.path.iloc[j]] for i, j in near[:20]])
-    return summary, table, warns
+                   conflicting_sets=len(conflicting), conflicting=names(conflicting), exact=names(exact),
+                   near=names(near))
+    return summary, _duplicate_table(df, exact, near), _duplicate_warnings(df, exact, near, conflicting)
+
+# %% ../nbs/06_audit.ipynb #c864f4fc
+def _scored_pairs(df: pd.DataFrame, pairs: pd.DataFrame, summary: dict) -> tuple[dict, list[str]]:
+    "`summary` with the pairs scored against the table's groups; a warning when pairs cross those groups."
+    summary |= {k: v for k, v in pair_scores(df.group, df.label, pairs).items() if k != "n_pairs"}
+    crossing = int((df.group.to_numpy()[pairs.human] != df.group.to_numpy()[pairs.ai]).sum())
+    summary["crossing_given_groups"] = crossing
+    warns = [f"{crossing} recovered pair(s) cross the table's groups: groups.csv joins them"] if crossing else []
+    return summary, warns
 
 # %% ../nbs/06_audit.ipynb #d2b01de1
 def _pair_report(df: pd.DataFrame, pairs: pd.DataFrame, max_dist: float, ratio: float) -> tuple[dict, list[str]]:
     "Summary and warnings for the recovered pairs, scored against `df.group` when the table has one."
-    summary, warns = dict(n=len(pairs), max_dist=max_dist, ratio=ratio), []
+    summary = dict(n=len(pairs), max_dist=max_dist, ratio=ratio)
     n_min = int(np.bincount(df.label, minlength=2).min())
     summary["share_paired"] = round(len(pairs) / n_min, 4) if n_min else 0.0
-    if "group" in df:
-        summary |= {k: v for k, v in pair_scores(df.group, df.label, pairs).items() if k != "n_pairs"}
-        crossing = int((df.group.to_numpy()[pairs.human] != df.group.to_numpy()[pairs.ai]).sum())
-        summary["crossing_given_groups"] = crossing
-        if crossing: warns.append(f"{crossing} recovered pair(s) cross the table's groups: groups.csv joins them")
-    elif len(pairs) >= max(5, 0.05 * n_min):
-        warns.append(f"found {len(pairs)} human/AI pairs showing the same content ({summary['share_paired']:.0%} of "
+    if "group" in df: return _scored_pairs(df, pairs, summary)
+    if len(pairs) < max(5, 0.05 * n_min): return summary, []
+    return summary, [f"found {len(pairs)} human/AI pairs showing the same content ({summary['share_paired']:.0%} of "
                      "the smaller class) and the table has no group column: a random split puts the two halves of a "
-                     "pair on both sides; train with -p groups auto or -p groups <audit folder>/groups.csv")
-    return summary, warns
+                     "pair on both sides; train with -p groups auto or -p groups <audit folder>/groups.csv"]
 
 # %% ../nbs/06_audit.ipynb #ae08d113
 def _read_clean(root: Path, split: str, out_dir: Path, threads: int | None,
@@ -245,6 +270,47 @@ def _read_clean(root: Path, split: str, out_dir: Path, threads: int | None,
     bad = find_bad_images(df.path, threads, progress)
     report_bad_images(bad, out_dir)
     return df[~df.path.isin(bad)].reset_index(drop=True), bad
+
+# %% ../nbs/06_audit.ipynb #5ca984ca
+class _Laps(dict):
+    "Seconds per stage of a run: `lap(name)` records the time since the previous lap."
+    def __init__(self): super().__init__(); self.t0 = time.perf_counter()
+    def lap(self, name: str): self[name] = time.perf_counter() - self.t0 - sum(self.values())
+
+# %% ../nbs/06_audit.ipynb #b6ee7cc1
+def _links(df: pd.DataFrame, pairs: bool, threads: int | None, progress: bool, max_dist: float,
+           near_dist: float) -> dict:
+    "Duplicates, near-duplicates and hidden pairs (`find_links`); with `pairs` off, exact duplicates alone."
+    if pairs: return find_links(df, threads, progress, max_dist=max_dist, near_dist=near_dist)
+    return dict(exact=exact_duplicates(df.path, threads=threads), near=[],
+                pairs=pd.DataFrame({"human": [], "ai": [], "distance": []}))
+
+# %% ../nbs/06_audit.ipynb #5fab2c6f
+def _with_groups(df: pd.DataFrame, links: dict) -> pd.DataFrame:
+    "`df` with a `group` column linking its duplicates and recovered pairs (and the groups it had)."
+    pairs = links["pairs"][["human", "ai"]].to_numpy().astype(int).tolist()
+    return df.assign(group=link_groups(len(df), links["exact"] + links["near"] + pairs,
+                                       df["group"] if "group" in df else None))
+
+# %% ../nbs/06_audit.ipynb #cba5a6be
+def _measure(df: pd.DataFrame, pairs: bool, threads: int | None, progress: bool, max_dist: float,
+             near_dist: float, timing: _Laps) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict]:
+    "The metadata, the links, the table with their groups, and the metadata classifier's result (cached); timed."
+    meta = metadata_table(df.path, threads, progress); timing.lap("metadata")
+    links = _links(df, pairs, threads, progress, max_dist, near_dist); timing.lap("duplicates_and_pairs")
+    grouped = _with_groups(df, links)
+    res = metadata_result(grouped, meta)
+    _cache_put(grouped, res); timing.lap("classifier")
+    return meta, links, grouped, res
+
+# %% ../nbs/06_audit.ipynb #3f8f59a0
+def _findings(df: pd.DataFrame, links: dict, res: dict, threshold: float, pairs: bool,
+              max_dist: float) -> tuple[dict, dict, pd.DataFrame, list[str]]:
+    "The duplicates' summary, the pairs' summary, the duplicates' table, and the warnings about all three."
+    dups, dup_table, dup_warns = _duplicate_report(df, links["exact"], links["near"])
+    pair_summary, pair_warns = _pair_report(df, links["pairs"], max_dist, 0.8) if pairs else ({"skipped": True}, [])
+    shortcut = shortcut_warning(res["shortcut_auc"], pd.DataFrame(res["features"]), threshold)
+    return dups, pair_summary, dup_table, [w for w in [shortcut] if w] + dup_warns + pair_warns
 
 # %% ../nbs/06_audit.ipynb #fd716ecd
 def _write_tables(out_dir: Path, df: pd.DataFrame, meta: pd.DataFrame, features: pd.DataFrame, pairs: pd.DataFrame,
@@ -258,6 +324,7 @@ def _write_tables(out_dir: Path, df: pd.DataFrame, meta: pd.DataFrame, features:
                   "distance": pairs.distance}).to_csv(out_dir / "pairs.csv", index=False)
     dup_table.to_csv(out_dir / "duplicates.csv", index=False)
 
+# %% ../nbs/06_audit.ipynb #00b82c1f
 def _save_plots(out_dir: Path, df: pd.DataFrame, meta: pd.DataFrame, features: pd.DataFrame, pairs: pd.DataFrame,
                 result: dict, after: pd.DataFrame | None) -> list[str]:
     "metadata.png, feature_auc.png and (when pairs exist) pairs.png in `out_dir`; their names."
@@ -270,6 +337,26 @@ def _save_plots(out_dir: Path, df: pd.DataFrame, meta: pd.DataFrame, features: p
         plt.close(fig)
     return list(figs)
 
+# %% ../nbs/06_audit.ipynb #97757140
+def _report_head(result: dict) -> list[str]:
+    "The title, the counts, the verdict and the warnings."
+    lines = [f"# Audit of {result['data']}", "",
+             f"{result['n_images']} images ({result['n_per_class']}), {result['n_bad']} unusable file(s) skipped.", "",
+             f"**shortcut_auc = {result['shortcut_auc']:.3f}** (cross-validated ROC-AUC of a gradient-boosting "
+             f"classifier on metadata only; warning above {result['threshold']}).", "", "## Warnings", ""]
+    return lines + ([f"- {w}" for w in result["warnings"]] or ["None."])
+
+# %% ../nbs/06_audit.ipynb #e7ef2aa4
+def _report_metadata(result: dict, summary: pd.DataFrame, features: pd.DataFrame) -> list[str]:
+    "The metadata per class, each feature alone, and the re-encoded audit (when there is one)."
+    lines = ["", "## Metadata per class", "", _md_table(summary.reset_index(names="feature")), "",
+             "## Each feature alone", "", "`auc` = max(max(auc_rank, 1 - auc_rank), auc_binned): see the docs.", "",
+             _md_table(features), ""]
+    if "reencoded" not in result: return lines
+    r = result["reencoded"]
+    return lines + [f"Re-encoded as `{r['spec']}`: shortcut_auc {r['shortcut_auc']:.3f} "
+                    f"({r['shortcut_auc_without_size']:.3f} without the size features).", ""]
+
 # %% ../nbs/06_audit.ipynb #09a23738
 def _pairs_line(p: dict) -> str:
     if p.get("skipped"): return "Not searched (`--no-pairs`): only exact duplicates are linked in `groups.csv`."
@@ -277,27 +364,30 @@ def _pairs_line(p: dict) -> str:
     return (f"{p['n']} human/AI pairs recovered ({p['share_paired']:.0%} of the smaller class){scores}. They and the "
             "duplicates are linked in `groups.csv`.")
 
+def _report_links(result: dict) -> list[str]:
+    "The duplicates and the hidden pairs."
+    d = result["duplicates"]
+    return ["## Duplicates", "", f"{d['exact_sets']} exact duplicate sets ({d['exact_files']} files), "
+            f"{d['near_pairs']} near-duplicate pairs, {d['conflicting_sets']} sets with conflicting labels.", "",
+            "## Hidden pairs", "", _pairs_line(result["pairs"]), ""]
+
+# %% ../nbs/06_audit.ipynb #c69fafdb
 def write_report(out_dir: Path, result: dict, summary: pd.DataFrame, features: pd.DataFrame, plots: list[str]) -> Path:
     "`out_dir`/audit.md: the verdict, warnings, per-class table, feature AUCs, duplicates, pairs and the plots."
-    p, d = result["pairs"], result["duplicates"]
-    lines = [f"# Audit of {result['data']}", "",
-             f"{result['n_images']} images ({result['n_per_class']}), {result['n_bad']} unusable file(s) skipped.", "",
-             f"**shortcut_auc = {result['shortcut_auc']:.3f}** (cross-validated ROC-AUC of a gradient-boosting "
-             f"classifier on metadata only; warning above {result['threshold']}).", "", "## Warnings", ""]
-    lines += [f"- {w}" for w in result["warnings"]] or ["None."]
-    lines += ["", "## Metadata per class", "", _md_table(summary.reset_index(names="feature")), "",
-              "## Each feature alone", "", "`auc` = max(max(auc_rank, 1 - auc_rank), auc_binned): see the docs.", "",
-              _md_table(features), ""]
-    if "reencoded" in result:
-        r = result["reencoded"]
-        lines += [f"Re-encoded as `{r['spec']}`: shortcut_auc {r['shortcut_auc']:.3f} "
-                  f"({r['shortcut_auc_without_size']:.3f} without the size features).", ""]
-    lines += ["## Duplicates", "", f"{d['exact_sets']} exact duplicate sets ({d['exact_files']} files), "
-              f"{d['near_pairs']} near-duplicate pairs, {d['conflicting_sets']} sets with conflicting labels.", "",
-              "## Hidden pairs", "", _pairs_line(p), ""]
+    lines = _report_head(result) + _report_metadata(result, summary, features) + _report_links(result)
     lines += [f"![{name}]({name})\n" for name in plots]
     (out_dir / "audit.md").write_text("\n".join(lines))
     return out_dir / "audit.md"
+
+# %% ../nbs/06_audit.ipynb #6ed78488
+def _write_outputs(out_dir: Path, result: dict, df: pd.DataFrame, meta: pd.DataFrame, pairs: pd.DataFrame,
+                   dup_table: pd.DataFrame, after: pd.DataFrame | None, plots: bool):
+    "The tables, the plots (with `plots`), audit.md and audit.json in `out_dir`."
+    features = pd.DataFrame(result["features"])
+    _write_tables(out_dir, df, meta, features, pairs, dup_table)
+    written = _save_plots(out_dir, df, meta, features, pairs, result, after) if plots else []
+    write_report(out_dir, result, class_summary(meta, df.label), features, written)
+    write_json(out_dir / "audit.json", result)
 
 # %% ../nbs/06_audit.ipynb #ddc2c115
 def audit(data: str,                              # 'demo' or a dataset folder (Kaggle layout, or REAL/ and FAKE/)
@@ -314,26 +404,11 @@ def audit(data: str,                              # 'demo' or a dataset folder (
     "Audit a dataset for metadata shortcuts, duplicates and hidden pairs."
     spec = parse_reencode(reencode)
     if not 0.5 <= threshold <= 1: raise ValueError(f"threshold must be between 0.5 and 1, got {threshold}")
-    root = resolve_data(data)
-    out_dir, t0 = Path(out_dir).expanduser() if out_dir else _default_out_dir(data, root), time.perf_counter()
-    df, bad = _read_clean(root, split, out_dir, threads, progress)
-    timing = {"check_files": time.perf_counter() - t0}
-    meta = metadata_table(df.path, threads, progress)
-    timing["metadata"] = time.perf_counter() - t0 - sum(timing.values())
-    links = find_links(df, threads, progress, max_dist=max_dist, near_dist=near_dist) if pairs else dict(
-        exact=exact_duplicates(df.path, threads=threads), near=[], pairs=pd.DataFrame({"human": [], "ai": [],
-                                                                                         "distance": []}))
-    timing["duplicates_and_pairs"] = time.perf_counter() - t0 - sum(timing.values())
-    found = links["pairs"]
-    grouped = df.assign(group=link_groups(len(df), links["exact"] + links["near"] + found[["human", "ai"]].to_numpy()
-                                          .astype(int).tolist(), df["group"] if "group" in df else None))
-    res = metadata_result(grouped, meta)
-    _cache_put(grouped, res)
-    timing["classifier"] = time.perf_counter() - t0 - sum(timing.values())
-    features = pd.DataFrame(res["features"])
-    dups, dup_table, dup_warns = _duplicate_report(df, links["exact"], links["near"])
-    pair_summary, pair_warns = _pair_report(df, found, max_dist, 0.8) if pairs else ({"skipped": True}, [])
-    warns = [w for w in [shortcut_warning(res["shortcut_auc"], features, threshold)] if w] + dup_warns + pair_warns
+    root, timing = resolve_data(data), _Laps()
+    out_dir = Path(out_dir).expanduser() if out_dir else _default_out_dir(data, root)
+    df, bad = _read_clean(root, split, out_dir, threads, progress); timing.lap("check_files")
+    meta, links, grouped, res = _measure(df, pairs, threads, progress, max_dist, near_dist, timing)
+    dups, pair_summary, dup_table, warns = _findings(df, links, res, threshold, pairs, max_dist)
     if bad: warns.append(f"{len(bad)} unusable file(s) skipped, listed in {out_dir / 'bad_files.csv'}")
     result = dict(data=str(data), root=str(root), split=split, out_dir=str(out_dir), n_images=len(df),
                   n_per_class={c: int((df.label == i).sum()) for i, c in enumerate(CLASSES)}, n_bad=len(bad),
@@ -341,9 +416,6 @@ def audit(data: str,                              # 'demo' or a dataset folder (
                   duplicates=dups, pairs=pair_summary, timing={k: round(v, 3) for k, v in timing.items()})
     result["timing"]["seconds_per_10k_images"] = round(sum(timing.values()) / max(1, len(df)) * 1e4, 2)
     after = _reencoded_audit(grouped, spec, threads, progress, result) if spec else None
-    _write_tables(out_dir, grouped, meta, features, found, dup_table)
-    written = _save_plots(out_dir, grouped, meta, features, found, result, after) if plots else []
-    write_report(out_dir, result, class_summary(meta, df.label), features, written)
-    write_json(out_dir / "audit.json", result)
+    _write_outputs(out_dir, result, grouped, meta, links["pairs"], dup_table, after, plots)
     for w in warns: print(f"WARNING: {w}")
     return result

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from fastcore.parallel import parallel
 from PIL import Image, ImageOps
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .synthetic import demo_dataset
 from .utils import io_threads
@@ -29,21 +28,30 @@ __all__ = ['CLASSES', 'IMAGE_EXTENSIONS', 'UNKNOWN_GENERATOR', 'REAL_SOURCE', 'R
 CLASSES = ("human", "ai")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
+# %% ../nbs/02_data.ipynb #50ef3048
+def _to_8bit(img: Image.Image) -> Image.Image:
+    "A 16- or 32-bit integer grayscale image as 8-bit grayscale: 65535 is white, or 255 when no value exceeds it."
+    arr = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+    return Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
+
+# %% ../nbs/02_data.ipynb #c9d7e0cd
+def _on_white(img: Image.Image) -> Image.Image:
+    "An image with transparency composited on white, as RGB."
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
 # %% ../nbs/02_data.ipynb #806dd1d0
 def to_rgb(img: Image.Image) -> Image.Image:
     "Convert any PIL image (EXIF-rotated, gray, 16-bit, CMYK, palette, alpha) to upright 8-bit RGB."
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"): img = _to_8bit(img)
     if img.mode == "P" and "transparency" in img.info: img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA"): return _on_white(img)
     return img.convert("RGB")
 
+# %% ../nbs/02_data.ipynb #e2f8b05a
 def load_image(path: str | os.PathLike) -> Image.Image:
     "Open `path` and return it decoded as upright RGB; raises `OSError` naming the file if it is unreadable."
     try:
@@ -89,6 +97,7 @@ def image_problem(path: str | os.PathLike) -> str | None:
         return f"unreadable: {e}"
     return None
 
+# %% ../nbs/02_data.ipynb #71f183f8
 def find_bad_images(paths, threads: int | None = None, progress: bool = False) -> dict[str, str]:
     "Map each unusable file among `paths` to the reason, checking files in `threads` threads."
     paths = [str(p) for p in paths]
@@ -137,7 +146,18 @@ def _read_labels(csv: Path, labels: pd.Series, names: pd.Series) -> np.ndarray:
 # %% ../nbs/02_data.ipynb #0b570f77
 REAL_DIRS, FAKE_DIRS = ("real", "human", "0", "0_real", "nature"), ("fake", "ai", "1", "1_fake")
 
+def _class_dirs(root: Path) -> dict[int, Path]:
+    "The class folders directly under `root`: {0: its real folder, 1: its fake folder}, as far as they exist."
+    found = {}
+    for d in root.iterdir() if root.is_dir() else []:
+        name = d.name.lower()
+        if d.is_dir() and name in REAL_DIRS: found[0] = d
+        if d.is_dir() and name in FAKE_DIRS: found[1] = d
+    return found
+
+# %% ../nbs/02_data.ipynb #93c00884
 def _read_csv_table(csv: Path, path_col: str, label_col: str | None) -> pd.DataFrame:
+    "The rows of a Kaggle-style `csv`: absolute `path`, `label` (from `label_col`), and `group`/`generator` if present."
     df = pd.read_csv(csv)
     if path_col not in df: raise ValueError(f"{csv} has no '{path_col}' column (columns: {list(df.columns)})")
     out = pd.DataFrame({"path": [str((csv.parent / f).resolve()) for f in df[path_col].astype(str)]})
@@ -149,14 +169,7 @@ def _read_csv_table(csv: Path, path_col: str, label_col: str | None) -> pd.DataF
     if path_col == "id": out["id"] = df["id"].astype(str).to_numpy()
     return out
 
-def _class_dirs(root: Path) -> dict[int, Path]:
-    found = {}
-    for d in root.iterdir() if root.is_dir() else []:
-        name = d.name.lower()
-        if d.is_dir() and name in REAL_DIRS: found[0] = d
-        if d.is_dir() and name in FAKE_DIRS: found[1] = d
-    return found
-
+# %% ../nbs/02_data.ipynb #d4de81ef
 def _images_under(d: Path) -> list[Path]:
     return [p for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
 
@@ -180,6 +193,7 @@ def _generator_tables(folders: dict[str, Path]) -> list[pd.DataFrame]:
         tables += [_read_class_folders(b, name) for b in bases]
     return tables
 
+# %% ../nbs/02_data.ipynb #589a8a3b
 def _read_forensynths(root: Path, split: str) -> pd.DataFrame | None:
     "`ROOT/<split>/<generator>/[<category>/]{0_real,1_fake}/`, or `None`."
     base = root / split
@@ -187,23 +201,28 @@ def _read_forensynths(root: Path, split: str) -> pd.DataFrame | None:
     tables = _generator_tables({d.name: d for d in base.iterdir() if d.is_dir()})
     return pd.concat(tables, ignore_index=True) if tables else None
 
+# %% ../nbs/02_data.ipynb #f9329227
 def _read_genimage(root: Path, split: str) -> pd.DataFrame | None:
     "`ROOT/<generator>/{train,val}/{ai,nature}/` (the `test` split reads `val/`), or `None`."
     sub = "train" if split == "train" else "val"
     folders = {d.name: d / sub for d in root.iterdir() if d.is_dir() and (d / sub).is_dir()} if root.is_dir() else {}
-    tables = [t for t in _generator_tables(folders)]
+    tables = _generator_tables(folders)
     return pd.concat(tables, ignore_index=True) if tables else None
+
+# %% ../nbs/02_data.ipynb #94d08b8c
+def _read_kaggle(root: Path, split: str) -> pd.DataFrame:
+    "`split`.csv at `root`; a test csv without labels takes them from the answer key test_labels.csv, if any."
+    csv = root / f"{split}.csv"
+    if split != "test": return _read_csv_table(csv, "file_name", "label")
+    df = _read_csv_table(csv, "id", "label" if "label" in pd.read_csv(csv, nrows=0) else None)
+    if "label" not in df and (root / "test_labels.csv").exists():  # an answer key, as the demo ships
+        df = df.merge(pd.read_csv(root / "test_labels.csv", dtype={"id": str}), on="id", how="left")
+    return df
 
 # %% ../nbs/02_data.ipynb #57f54ac8
 def _read_layout(root: Path, split: str) -> tuple[pd.DataFrame, Path]:
     "The table of `split` at `root`, and the file or folder it came from."
-    if (root / f"{split}.csv").exists():
-        csv = root / f"{split}.csv"
-        if split != "test": return _read_csv_table(csv, "file_name", "label"), csv
-        df = _read_csv_table(csv, "id", "label" if "label" in pd.read_csv(csv, nrows=0) else None)
-        if "label" not in df and (root / "test_labels.csv").exists():  # an answer key, as the demo ships
-            df = df.merge(pd.read_csv(root / "test_labels.csv", dtype={"id": str}), on="id", how="left")
-        return df, csv
+    if (root / f"{split}.csv").exists(): return _read_kaggle(root, split), root / f"{split}.csv"
     for base in (root / split, root) if split == "train" else (root / split,):  # bare REAL/ FAKE/ = training data
         if len(_class_dirs(base)) == 2: return _read_class_folders(base), base
     for read, source in ((_read_forensynths, root / split), (_read_genimage, root)):
@@ -212,17 +231,20 @@ def _read_layout(root: Path, split: str) -> tuple[pd.DataFrame, Path]:
                      f"REAL/ and FAKE/ folders (optionally under {split}/), {split}/<generator>/{{0_real,1_fake}}/ "
                      "(ForenSynths) or <generator>/{train,val}/{ai,nature}/ (GenImage)")
 
+# %% ../nbs/02_data.ipynb #b57d70e1
+def _conflicting(df: pd.DataFrame) -> dict[str, str]:
+    "The files of `df` listed with both labels."
+    if "label" not in df: return {}
+    labels = df.groupby("path").label.nunique()
+    return {p: "listed with both labels, 0 and 1" for p in labels[labels > 1].index}
+
 # %% ../nbs/02_data.ipynb #6a4b470d
 def _check_table(df: pd.DataFrame, root: Path, source: Path, allow_outside: bool) -> pd.DataFrame:
     "`df` with repeated files kept once and `attrs['bad']` naming the rows that must not be used."
-    bad = {}
-    if not allow_outside:
-        bad = {p: f"outside the dataset folder {root} (allow_outside=True reads it)" for p in df.path
-               if not Path(p).is_relative_to(root)}
+    bad = {} if allow_outside else {p: f"outside the dataset folder {root} (allow_outside=True reads it)"
+                                    for p in df.path if not Path(p).is_relative_to(root)}
     if df.path.duplicated().any():
-        if "label" in df:
-            labels = df.groupby("path").label.nunique()
-            bad.update({p: "listed with both labels, 0 and 1" for p in labels[labels > 1].index})
+        bad.update(_conflicting(df))
         warnings.warn(f"{source}: {df.path.duplicated().sum()} repeated row(s) of the same file; each file is "
                       "used once", stacklevel=3)
         df = df.drop_duplicates("path").reset_index(drop=True)
@@ -251,6 +273,7 @@ def ai_generators(df: pd.DataFrame) -> list[str]:
     gens = fill_generators(df).generator if "label" in df else pd.Series([], dtype=str)
     return sorted(gens[df.label.to_numpy() == 1].unique().tolist()) if len(gens) else []
 
+# %% ../nbs/02_data.ipynb #8cd451ad
 def filter_generators(df: pd.DataFrame, generators) -> pd.DataFrame:
     "The rows of `df` that are real, or AI from one of `generators` (all rows when `generators` is empty)."
     generators = [str(g) for g in (generators or [])]
@@ -269,18 +292,27 @@ def resolve_data(data: str | os.PathLike) -> Path:
     "Turn a `data` parameter ('demo' or a folder) into a dataset folder."
     return demo_dataset() if str(data) == "demo" else Path(data)
 
+# %% ../nbs/02_data.ipynb #4c156ab3
+def _group_split(df: pd.DataFrame, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    "Train and validation positions: one fold of k = round(1/`val_frac`) stratified group folds."
+    from sklearn.model_selection import StratifiedGroupKFold
+    if val_frac > 0.5: raise ValueError(f"val_frac above 0.5 is not supported with groups, got {val_frac}")
+    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / val_frac)), shuffle=True, random_state=seed)
+    return next(folds.split(df, df.label, df.group))
+
+# %% ../nbs/02_data.ipynb #07d40fb1
+def _random_split(df: pd.DataFrame, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    "Train and validation positions of a split stratified by label alone."
+    from sklearn.model_selection import train_test_split
+    return train_test_split(np.arange(len(df)), test_size=val_frac, stratify=df.label, random_state=seed)
+
 # %% ../nbs/02_data.ipynb #c86a0562
 def split_train_val(df: pd.DataFrame, val_frac: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Split `df` into train and validation tables, stratified by label and group-aware when `group` exists."
     if not 0 < val_frac < 1: raise ValueError(f"val_frac must be between 0 and 1, got {val_frac}")
-    if "group" in df:
-        # one fold of k = round(1/val_frac) group folds: the validation share is 1/k (0.2 -> 0.2, 0.3 -> 0.33)
-        if val_frac > 0.5: raise ValueError(f"val_frac above 0.5 is not supported with groups, got {val_frac}")
-        folds = StratifiedGroupKFold(n_splits=max(2, round(1 / val_frac)), shuffle=True, random_state=seed)
-        train_idx, val_idx = next(folds.split(df, df.label, df.group))
+    if "group" in df: train_idx, val_idx = _group_split(df, val_frac, seed)
     else:
         warnings.warn("no 'group' column: the split cannot keep paired images (a photo and its AI version) together; "
                       "add a group column to the csv if the data has pairs", stacklevel=2)
-        train_idx, val_idx = train_test_split(np.arange(len(df)), test_size=val_frac, stratify=df.label,
-                                              random_state=seed)
+        train_idx, val_idx = _random_split(df, val_frac, seed)
     return df.iloc[train_idx].reset_index(drop=True), df.iloc[val_idx].reset_index(drop=True)

@@ -36,6 +36,7 @@ def ijg_tables(quality: int) -> np.ndarray:
     base = np.array([_IJG_LUMA, _IJG_CHROMA], dtype=np.int64)
     return np.clip((base * scale + 50) // 100, 1, 255)
 
+# %% ../nbs/05_metadata.ipynb #1640e092
 _TABLES = np.stack([ijg_tables(q) for q in range(1, 101)])
 
 def jpeg_quality(quantization: dict) -> int | None:
@@ -52,20 +53,22 @@ METADATA_CATEGORICAL = ["format", "subsampling", "camera_make", "mode"]
 METADATA_FEATURES = METADATA_NUMERIC + METADATA_CATEGORICAL
 SIZE_FEATURES = ["width", "height", "aspect", "file_size"]  # what re-encoding leaves untouched
 
+# %% ../nbs/05_metadata.ipynb #35200faa
+def _camera_make(exif: Image.Exif | None) -> str:
+    "The camera maker named in an EXIF block ('' when none)."
+    return str(exif.get(0x010F, "")).strip("\x00 ")[:32] if exif is not None else ""
+
 # %% ../nbs/05_metadata.ipynb #d6e8d819
 def image_metadata(src: str | os.PathLike | bytes) -> dict:
     "File-level facts about one image (a path or its bytes) read from its header: format, size, JPEG quality, EXIF..."
     size = len(src) if isinstance(src, bytes) else os.stat(src).st_size
     with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as img:
-        w, h = img.size
-        jpeg = img.format == "JPEG"
-        exif = header_exif(img)
-        make = str(exif.get(0x010F, "")).strip("\x00 ")[:32] if exif is not None else ""
+        (w, h), jpeg, exif = img.size, img.format == "JPEG", header_exif(img)
         return dict(width=w, height=h, aspect=round(w / h, 4), file_size=size, bytes_per_pixel=size / (w * h),
                     jpeg_quality=jpeg_quality(img.quantization) if jpeg else None, exif=exif is not None,
                     icc=bool(img.info.get("icc_profile")), format=img.format or "unknown",
                     subsampling=_SUBSAMPLING.get(JpegImagePlugin.get_sampling(img), "other") if jpeg else "none",
-                    camera_make=make, mode=img.mode)
+                    camera_make=_camera_make(exif), mode=img.mode)
 
 # %% ../nbs/05_metadata.ipynb #844fe174
 def _header_metadata(path: str) -> dict:
@@ -80,22 +83,41 @@ def metadata_table(paths, threads: int | None = None, progress: bool = False) ->
     meta.insert(0, "path", paths)
     return meta
 
+# %% ../nbs/05_metadata.ipynb #c2e71147
+def _numbers(v: pd.Series) -> str:
+    "The median [5%-95%] of the values present ('-' when there are none)."
+    v = v.dropna().astype(float)
+    return f"{v.median():.4g} [{v.quantile(.05):.4g}-{v.quantile(.95):.4g}]" if len(v) else "-"
+
+def _shares(x: pd.Series) -> str:
+    "The three commonest values and their shares ('(none)' for empty text)."
+    share = x.astype(str).replace("", "(none)").value_counts(normalize=True).head(3)
+    return ", ".join(f"{k} {v:.0%}" for k, v in share.items())
+
 # %% ../nbs/05_metadata.ipynb #75f007a8
 def class_summary(meta: pd.DataFrame, labels) -> pd.DataFrame:
     "One row per feature, one column per class: median [5%-95%] for numbers, the commonest values' shares otherwise."
     labels, cols = np.asarray(labels), {}
+    numbers = [f for f in METADATA_NUMERIC if f not in ("exif", "icc")]
     for label, name in enumerate(CLASSES):
-        m, col = meta[labels == label], {}
-        for f in METADATA_FEATURES:
-            x = m[f]
-            if f in METADATA_NUMERIC and f not in ("exif", "icc"):
-                v = x.dropna().astype(float)
-                col[f] = f"{v.median():.4g} [{v.quantile(.05):.4g}-{v.quantile(.95):.4g}]" if len(v) else "-"
-            else:
-                share = x.astype(str).replace("", "(none)").value_counts(normalize=True).head(3)
-                col[f] = ", ".join(f"{k} {v:.0%}" for k, v in share.items())
-        cols[f"{name} (n={len(m)})"] = col
+        m = meta[labels == label]
+        cols[f"{name} (n={len(m)})"] = {f: _numbers(m[f]) if f in numbers else _shares(m[f]) for f in METADATA_FEATURES}
     return pd.DataFrame(cols)
+
+# %% ../nbs/05_metadata.ipynb #7f83ecb5
+def _hist_by_class(ax, v: pd.Series, labels: np.ndarray):
+    "Per-class histograms of the numbers `v`, on shared bins."
+    edges = np.histogram_bin_edges(v.dropna(), bins=30) if v.notna().any() else 10
+    for label, name in enumerate(CLASSES):
+        ax.hist(v[labels == label].dropna(), bins=edges, alpha=0.5, label=name, density=True)
+
+# %% ../nbs/05_metadata.ipynb #e29eae45
+def _shares_by_class(ax, x: pd.Series, labels: np.ndarray):
+    "Each class's share of the eight commonest values of the category `x`, as bars."
+    share = pd.crosstab(x.astype(str).replace("", "(none)"), labels, normalize="columns")
+    share = share.loc[share.sum(1).sort_values(ascending=False).index[:8]]
+    share.rename(columns=dict(enumerate(CLASSES))).plot.barh(ax=ax, legend=False, alpha=0.7)
+    ax.set_ylabel(""); ax.set_xlabel("share of class")
 
 # %% ../nbs/05_metadata.ipynb #ba36ce63
 def plot_metadata(meta: pd.DataFrame, labels):
@@ -106,17 +128,9 @@ def plot_metadata(meta: pd.DataFrame, labels):
     cats = ["format", "subsampling", "exif", "icc", "mode", "camera_make"]
     fig, axes = plt.subplots(3, 4, figsize=(14, 8.5))
     for ax, f in zip(axes.flat, numeric + cats, strict=False):
-        if f in numeric:
-            v = meta[f].astype(float)
-            edges = np.histogram_bin_edges(v.dropna(), bins=30) if v.notna().any() else 10
-            for label, name in enumerate(CLASSES):
-                ax.hist(v[labels == label].dropna(), bins=edges, alpha=0.5, label=name, density=True)
-            if f == "jpeg_quality" and v.isna().any(): ax.set_xlabel(f"not JPEG: {v.isna().mean():.0%}")
-        else:
-            share = pd.crosstab(meta[f].astype(str).replace("", "(none)"), labels, normalize="columns")
-            share = share.loc[share.sum(1).sort_values(ascending=False).index[:8]]
-            share.rename(columns=dict(enumerate(CLASSES))).plot.barh(ax=ax, legend=False, alpha=0.7)
-            ax.set_ylabel(""); ax.set_xlabel("share of class")
+        if f in numeric: _hist_by_class(ax, meta[f].astype(float), labels)
+        else: _shares_by_class(ax, meta[f], labels)
+        if f == "jpeg_quality" and meta[f].isna().any(): ax.set_xlabel(f"not JPEG: {meta[f].isna().mean():.0%}")
         ax.set_title(f)
     axes.flat[0].legend()
     fig.tight_layout()

@@ -30,6 +30,7 @@ def _sha1(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
     return h.hexdigest()
 
+# %% ../nbs/04_pairs.ipynb #fe28e9a6
 def exact_duplicates(paths, sizes=None, threads: int | None = None) -> list[list[int]]:
     "Sets of positions in `paths` whose files have the same bytes (only files that share a size are hashed)."
     paths = [str(p) for p in paths]
@@ -54,12 +55,14 @@ def thumbnail(path: str | os.PathLike, size: int = 32) -> np.ndarray:
         g = img.convert("L").resize((size, size), Image.Resampling.BOX)
     return np.asarray(g.transpose(_ORIENT[orient]) if orient in _ORIENT else g, dtype=np.float32)
 
+# %% ../nbs/04_pairs.ipynb #03710033
 def dct_embedding(thumb: np.ndarray, k: int = 8) -> np.ndarray:
     "Unit-length low-frequency DCT coefficients (the kxk block without DC) of a thumbnail: the layout of its content."
     from scipy.fft import dctn
     c = dctn(thumb, norm="ortho")[:k, :k].ravel()[1:]
     return (c / (np.linalg.norm(c) + 1e-6)).astype(np.float32)
 
+# %% ../nbs/04_pairs.ipynb #da289da1
 def _embed(path: str) -> np.ndarray: return dct_embedding(thumbnail(path))
 
 def embeddings(paths, threads: int | None = None, progress: bool = False) -> np.ndarray:
@@ -88,9 +91,9 @@ def recover_pairs(labels, emb: np.ndarray, max_dist: float = 0.6, ratio: float =
             & (dA[:, 0] <= ratio * second(dA)) & (dH[j, 0] <= ratio * second(dH)[j]))
     return pd.DataFrame({"human": h[keep], "ai": a[j[keep]], "distance": dA[keep, 0].round(4)})
 
+# %% ../nbs/04_pairs.ipynb #f0f26a2b
 def near_duplicates(labels, emb: np.ndarray, near_dist: float = 0.05) -> list[tuple[int, int]]:
     "Pairs of positions within one class whose embeddings are closer than `near_dist`."
-    from sklearn.neighbors import NearestNeighbors
     labels, out = np.asarray(labels), []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
@@ -135,12 +138,25 @@ def find_links(df: pd.DataFrame, threads: int | None = None, progress: bool = Fa
     return dict(exact=exact, near=near,
                 pairs=recover_pairs(df.label, emb, max_dist, ratio), embeddings=emb)
 
+# %% ../nbs/04_pairs.ipynb #7464d191
 def recover_groups(df: pd.DataFrame, threads: int | None = None, progress: bool = False, **kw) -> pd.DataFrame:
     "`df` with a `group` column linking its duplicates and recovered pairs (and its existing groups, if any)."
     links = find_links(df, threads, progress, **kw)
     pairs = links["pairs"][["human", "ai"]].to_numpy().tolist()
     group = link_groups(len(df), links["exact"] + links["near"] + pairs, df["group"] if "group" in df else None)
     return df.assign(group=group)
+
+# %% ../nbs/04_pairs.ipynb #a576bb48
+def _read_groups_csv(p: Path, root: str | os.PathLike | None) -> dict:
+    "path → group from a CSV with path and group columns; relative paths from `root`, else from the CSV's folder."
+    if not p.is_file():
+        raise FileNotFoundError(f"groups file {p} does not exist (give a CSV with path and group columns, "
+                                "'auto' to recover pairs, or '' for none)")
+    table = pd.read_csv(p)
+    if missing := sorted({"path", "group"} - set(table.columns)):
+        raise ValueError(f"{p} has no {', '.join(missing)} column (columns: {list(table.columns)})")
+    base = Path(root) if root else p.parent
+    return dict(zip((str((base / q).resolve()) for q in table.path.astype(str)), table.group, strict=True))
 
 # %% ../nbs/04_pairs.ipynb #67d2064a
 def load_groups(df: pd.DataFrame, groups: str | os.PathLike | None, root: str | os.PathLike | None = None,
@@ -149,19 +165,17 @@ def load_groups(df: pd.DataFrame, groups: str | os.PathLike | None, root: str | 
     if groups is None or str(groups) == "": return df
     if str(groups) == "auto": return df if "group" in df else recover_groups(df, **kw)
     p = Path(groups)
-    if not p.is_file():
-        raise FileNotFoundError(f"groups file {p} does not exist (give a CSV with path and group columns, "
-                                "'auto' to recover pairs, or '' for none)")
-    table = pd.read_csv(p)
-    if missing := sorted({"path", "group"} - set(table.columns)):
-        raise ValueError(f"{p} has no {', '.join(missing)} column (columns: {list(table.columns)})")
-    base = Path(root) if root else p.parent  # relative paths: from `root`, else from the CSV's folder
-    mapping = dict(zip((str((base / q).resolve()) for q in table.path.astype(str)), table.group, strict=True))
-    keys = [str(Path(q).resolve()) for q in df.path]
+    mapping, keys = _read_groups_csv(p, root), [str(Path(q).resolve()) for q in df.path]
     if absent := [q for q, k in zip(df.path, keys, strict=True) if k not in mapping]:
         raise ValueError(f"{len(absent)} of {len(df)} images are not listed in {p}, e.g. {absent[:3]}; "
                          "was it written for another dataset or folder?")
     return df.assign(group=[mapping[k] for k in keys])
+
+# %% ../nbs/04_pairs.ipynb #74945fa4
+def _spread(pairs: pd.DataFrame, n: int) -> pd.DataFrame:
+    "`n` of `pairs` spread evenly over their distance range, the nearest first and the farthest last."
+    ranked = pairs.sort_values("distance", ignore_index=True)
+    return ranked.iloc[np.linspace(0, len(ranked) - 1, n).round().astype(int) if n else []]
 
 # %% ../nbs/04_pairs.ipynb #5b2a0aaf
 def plot_pairs(paths, pairs: pd.DataFrame, n: int = 8):
@@ -169,9 +183,7 @@ def plot_pairs(paths, pairs: pd.DataFrame, n: int = 8):
     import matplotlib.pyplot as plt
     n = min(n, len(pairs))
     fig, axes = plt.subplots(2, max(n, 1), figsize=(1.6 * max(n, 1), 3.6), squeeze=False)
-    ranked = pairs.sort_values("distance", ignore_index=True)
-    for col, r in enumerate(np.linspace(0, len(ranked) - 1, n).round().astype(int) if n else []):
-        row = ranked.iloc[r]
+    for col, row in enumerate(_spread(pairs, n).itertuples()):
         for ax, pos in zip(axes[:, col], (row.human, row.ai), strict=True):
             ax.imshow(load_image(paths[int(pos)]).resize((96, 96)))
         axes[1, col].set_title(f"d={row.distance:.3f}", fontsize=8, y=-0.2)

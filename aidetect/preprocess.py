@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from PIL import Image
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .data import to_rgb
 
 # %% auto #0
-__all__ = ['parse_reencode', 'reencode_bytes', 'reencode', 'fit_geometry', 'crop_corner', 'crop_boxes', 'Preprocess', 'fit_crop']
+__all__ = ['IMAGENET_DEFAULT_MEAN', 'IMAGENET_DEFAULT_STD', 'parse_reencode', 'reencode_bytes', 'reencode', 'fit_geometry',
+           'crop_corner', 'crop_boxes', 'Preprocess', 'fit_crop']
 
 # %% ../nbs/03_preprocess.ipynb #3ec1bfb0
 def parse_reencode(spec: str | None) -> tuple[str, int | None] | None:
@@ -42,6 +42,7 @@ def reencode_bytes(img: Image.Image, spec: str | tuple) -> bytes:
     else: rgb.save(buf, "JPEG", quality=fmt[1], subsampling=2, optimize=False, progressive=False)
     return buf.getvalue()
 
+# %% ../nbs/03_preprocess.ipynb #d22bec3a
 def reencode(img: Image.Image, spec: str | tuple) -> Image.Image:
     "`img` encoded as `spec` and decoded again, in memory, as RGB; unchanged when `spec` is ''."
     fmt = parse_reencode(spec) if isinstance(spec, str) else spec
@@ -72,11 +73,17 @@ def crop_corner(w: int, h: int, size: int, fx=None, fy=None) -> tuple:
     return left, top
 
 # %% ../nbs/03_preprocess.ipynb #5c6e5e12
-def crop_boxes(w: int, h: int, size: int, n: int) -> list[tuple[int, int, int, int]]:
-    "`n` (1, k² or k²+1) boxes of `size`×`size` in a `w`×`h` image: a k×k grid corner to corner, plus the centre."
+def _grid_side(n: int) -> int:
+    "The side k of the grid of `n` crops (1, k² or k² + 1, with k ≥ 2 beyond one crop); a `ValueError` otherwise."
     k = math.isqrt(n - 1) if n > 1 and math.isqrt(n - 1) ** 2 == n - 1 else math.isqrt(n)
     if n < 1 or (k * k != n and k * k + 1 != n) or (n > 1 and k < 2):
         raise ValueError(f"crops must be 1, a square (4, 9, ...) or a square plus one (5, 10, ...), got {n}")
+    return k
+
+# %% ../nbs/03_preprocess.ipynb #a46412b9
+def crop_boxes(w: int, h: int, size: int, n: int) -> list[tuple[int, int, int, int]]:
+    "`n` (1, k² or k²+1) boxes of `size`×`size` in a `w`×`h` image: a k×k grid corner to corner, plus the centre."
+    k = _grid_side(n)
     centre = [crop_corner(w, h, size)] if n != k * k or n == 1 else []
     xs = np.linspace(0, w - size, k).round().astype(int) if n > 1 else []
     ys = np.linspace(0, h - size, k).round().astype(int) if n > 1 else []
@@ -84,6 +91,8 @@ def crop_boxes(w: int, h: int, size: int, n: int) -> list[tuple[int, int, int, i
     return [(x, y, x + size, y + size) for x, y in corners + centre]
 
 # %% ../nbs/03_preprocess.ipynb #1c7e4c54
+IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's constants
+
 @dataclass
 class Preprocess:
     "How an image becomes a model input: crop or resize to `img_size`, then normalise with `mean`/`std`."
@@ -117,6 +126,7 @@ def to_dict(self: Preprocess) -> dict:
     "The fields as JSON values (as a checkpoint stores them)."
     return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
 
+# %% ../nbs/03_preprocess.ipynb #8361e8cb
 @patch(cls_method=True)
 def from_dict(cls: Preprocess, d: dict) -> Preprocess:
     "A `Preprocess` from `to_dict`'s output."
@@ -157,6 +167,7 @@ def eval_input(self: Preprocess, img: Image.Image) -> torch.Tensor:
     "What evaluation feeds the model of `img`: its centre crop, or `crops` crops covering it (K×3×S×S)."
     return self.centre_crop(img) if self.crops == 1 else self.grid_crops(img, self.crops)
 
+# %% ../nbs/03_preprocess.ipynb #0b51f0ce
 @patch
 def with_crops(self: Preprocess, crops: int) -> Preprocess:
     "This preprocessing with `crops` crops per image at evaluation."
@@ -181,15 +192,19 @@ def normalize(self: Preprocess, batch: torch.Tensor) -> torch.Tensor:
     return (batch.float() - mean) / std
 
 # %% ../nbs/03_preprocess.ipynb #dbfc5600
+def _fit_tensor(img: torch.Tensor, pp: Preprocess) -> torch.Tensor:
+    "A uint8 3×H×W tensor cut and scaled as `fit_geometry` says (bicubic, antialiased), or as it is."
+    _, h, w = img.shape
+    if (fit := fit_geometry(w, h, pp.img_size, pp.crop_mode)) is None: return img
+    (x0, y0, x1, y1), (w, h) = fit
+    img = torch.nn.functional.interpolate(img[None, :, y0:y1, x0:x1].float(), size=(h, w), mode="bicubic",
+                                          antialias=True, align_corners=False)[0]
+    return img.round_().clamp_(0, 255).to(torch.uint8)
+
 def fit_crop(img: torch.Tensor, pp: Preprocess, fx: float | None = None, fy: float | None = None,
              flip: bool = False) -> torch.Tensor:
     "What `pp.centre_crop` (no fractions) or `pp.random_crop` (fractions `fx`, `fy`, `flip`) makes of a 3×H×W tensor."
-    _, h, w = img.shape
-    if (fit := fit_geometry(w, h, pp.img_size, pp.crop_mode)) is not None:
-        (x0, y0, x1, y1), (w, h) = fit
-        img = torch.nn.functional.interpolate(img[None, :, y0:y1, x0:x1].float(), size=(h, w), mode="bicubic",
-                                              antialias=True, align_corners=False)[0].round_().clamp_(0, 255)
-        img = img.to(torch.uint8)
-    left, top = crop_corner(w, h, pp.img_size, fx, fy)
+    img = _fit_tensor(img, pp)
+    left, top = crop_corner(img.shape[2], img.shape[1], pp.img_size, fx, fy)
     x = img[:, top:top + pp.img_size, left:left + pp.img_size]
     return x.flip(-1) if flip else x

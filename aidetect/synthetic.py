@@ -8,10 +8,12 @@ Docs: https://aidetect.github.io/aidetect/synthetic.html.md"""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import multiprocessing as mp
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from PIL import Image, ImageOps
 from .utils import cache_dir
 
 # %% auto #0
-__all__ = ['DEMO_GENERATORS', 'DEMO_VERSION', 'real_photos', 'synthesize_ai', 'photo_crop', 'make_demo_dataset', 'demo_dataset',
+__all__ = ['DEMO_GENERATORS', 'DEMO_VERSION', 'real_photos', 'photo_crop', 'synthesize_ai', 'make_demo_dataset', 'demo_dataset',
            'make_shortcut_dataset', 'make_photo_dataset']
 
 # %% ../nbs/01_synthetic.ipynb #748e7752
@@ -34,52 +36,14 @@ _PHOTOS = {"skimage": ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg
 def _upright_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as img: return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
 
+def _installed(package: str) -> Path:
+    "The folder of an installed package, found without importing it (importing scikit-learn takes a second or two)."
+    return Path(importlib.util.find_spec(package).submodule_search_locations[0])
+
 def real_photos() -> list[np.ndarray]:
     "The real photographs shipped inside scikit-image and scikit-learn, as RGB uint8 arrays."
-    import skimage.data
-    import sklearn.datasets
-    folders = {"skimage": Path(skimage.data.data_dir),
-               "sklearn": Path(sklearn.datasets.__file__).parent / "images"}
+    folders = {"skimage": _installed("skimage") / "data", "sklearn": _installed("sklearn") / "datasets" / "images"}
     return [_upright_rgb(folders[pkg] / name) for pkg, names in _PHOTOS.items() for name in names]
-
-# %% ../nbs/01_synthetic.ipynb #4a28ca73
-DEMO_GENERATORS = ("transposed", "nearest", "bilinear", "diffusion", "periodic")
-
-def _upsample(x: torch.Tensor, how: str, rng: np.random.Generator) -> torch.Tensor:
-    "Upsample a 1x3xhxw float tensor 2x the way generator decoders do."
-    if how == "transposed":  # a random smooth 4x4 kernel, stride 2: the classic checkerboard source
-        k = torch.from_numpy(rng.uniform(0.5, 1.5, (4, 4))).float()
-        k = (k / k.sum() * 4).expand(3, 1, 4, 4).contiguous()
-        return torch.nn.functional.conv_transpose2d(x, k, stride=2, padding=1, groups=3)
-    return torch.nn.functional.interpolate(x, scale_factor=2, mode=how)
-
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    "Gaussian blur of a 1x3xhxw float tensor (5-tap kernel, reflected borders)."
-    t = torch.arange(-2, 3, dtype=torch.float32)
-    k = torch.exp(-t ** 2 / (2 * sigma ** 2)); k = k / k.sum()
-    F = torch.nn.functional
-    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k.view(1, 1, 1, 5).expand(3, 1, 1, 5), groups=3)  # rows
-    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), k.view(1, 1, 5, 1).expand(3, 1, 5, 1), groups=3)
-
-def _noise(x: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
-    return x + torch.from_numpy(rng.normal(0, sigma, x.shape)).float()
-
-# %% ../nbs/01_synthetic.ipynb #1a78e9b8
-def synthesize_ai(crop: np.ndarray, rng: np.random.Generator, generator: str | None = None) -> np.ndarray:
-    "Re-synthesize an RGB uint8 crop the way the demo `generator` family does (a random family when `None`)."
-    generator = generator or str(rng.choice(DEMO_GENERATORS))
-    x = torch.tensor(crop).permute(2, 0, 1)[None].float()
-    if generator in ("transposed", "nearest", "bilinear"):
-        x = _noise(_upsample(torch.nn.functional.avg_pool2d(x, 2), generator, rng), 1.5, rng)  # a sampler's faint noise
-    elif generator == "diffusion":
-        x = _noise(_blur(x, float(rng.uniform(1.0, 1.4))), float(rng.uniform(4.0, 6.0)), rng)
-    elif generator == "periodic":
-        tile = torch.from_numpy(rng.choice([-1.0, 1.0], (1, 4, 4))).float() * float(rng.uniform(9, 12))  # luminance:
-        # JPEG keeps it (it subsamples and quantises colour far more)
-        h, w = x.shape[-2:]
-        x = x + tile.repeat(1, -(-h // 4), -(-w // 4))[None, :, :h, :w]
-    else: raise ValueError(f"generator must be one of {DEMO_GENERATORS}, got {generator!r}")
-    return x[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
 
 # %% ../nbs/01_synthetic.ipynb #99ffc294
 def photo_crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -92,8 +56,95 @@ def photo_crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.nda
     arr = np.asarray(img)
     return arr[:, ::-1].copy() if rng.random() < 0.5 else arr
 
+# %% ../nbs/01_synthetic.ipynb #8be00549
+DEMO_GENERATORS = ("transposed", "nearest", "bilinear", "diffusion", "periodic")
+
+# %% ../nbs/01_synthetic.ipynb #6177627a
+def _noise(x: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
+    return x + torch.from_numpy(rng.normal(0, sigma, x.shape)).float()
+
+# %% ../nbs/01_synthetic.ipynb #4a28ca73
+def _upsample(x: torch.Tensor, how: str, rng: np.random.Generator) -> torch.Tensor:
+    "Upsample a 1x3xhxw float tensor 2x the way generator decoders do."
+    if how == "transposed":  # a random smooth 4x4 kernel, stride 2: the classic checkerboard source
+        k = torch.from_numpy(rng.uniform(0.5, 1.5, (4, 4))).float()
+        k = (k / k.sum() * 4).expand(3, 1, 4, 4).contiguous()
+        return torch.nn.functional.conv_transpose2d(x, k, stride=2, padding=1, groups=3)
+    return torch.nn.functional.interpolate(x, scale_factor=2, mode=how)
+
+# %% ../nbs/01_synthetic.ipynb #0fbd8e5f
+def _decoder(x: torch.Tensor, how: str, rng: np.random.Generator) -> torch.Tensor:
+    "The `transposed`, `nearest` and `bilinear` families: halve, upsample 2x `how`, add faint noise."
+    return _noise(_upsample(torch.nn.functional.avg_pool2d(x, 2), how, rng), 1.5, rng)
+
+# %% ../nbs/01_synthetic.ipynb #eee27b4b
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    "Gaussian blur of a 1x3xhxw float tensor (5-tap kernel, reflected borders)."
+    t = torch.arange(-2, 3, dtype=torch.float32)
+    k = torch.exp(-t ** 2 / (2 * sigma ** 2)); k = k / k.sum()
+    F = torch.nn.functional
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k.view(1, 1, 1, 5).expand(3, 1, 1, 5), groups=3)  # rows
+    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), k.view(1, 1, 5, 1).expand(3, 1, 5, 1), groups=3)
+
+# %% ../nbs/01_synthetic.ipynb #15f1b94c
+def _diffusion(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    "The `diffusion` family: a slight blur, then Gaussian noise."
+    return _noise(_blur(x, float(rng.uniform(1.0, 1.4))), float(rng.uniform(4.0, 6.0)), rng)
+
+# %% ../nbs/01_synthetic.ipynb #5b031f15
+def _periodic(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    "The `periodic` family: a random ±(9..12) 4x4 tile repeated over the brightness of every channel."
+    # luminance: JPEG keeps it (it subsamples and quantises colour far more)
+    tile = torch.from_numpy(rng.choice([-1.0, 1.0], (1, 4, 4))).float() * float(rng.uniform(9, 12))
+    h, w = x.shape[-2:]
+    return x + tile.repeat(1, -(-h // 4), -(-w // 4))[None, :, :h, :w]
+
+# %% ../nbs/01_synthetic.ipynb #1a78e9b8
+def synthesize_ai(crop: np.ndarray, rng: np.random.Generator, generator: str | None = None) -> np.ndarray:
+    "Re-synthesize an RGB uint8 crop the way the demo `generator` family does (a random family when `None`)."
+    generator = generator or str(rng.choice(DEMO_GENERATORS))
+    x = torch.tensor(crop).permute(2, 0, 1)[None].float()
+    if generator in ("transposed", "nearest", "bilinear"): x = _decoder(x, generator, rng)
+    elif generator == "diffusion": x = _diffusion(x, rng)
+    elif generator == "periodic": x = _periodic(x, rng)
+    else: raise ValueError(f"generator must be one of {DEMO_GENERATORS}, got {generator!r}")
+    return x[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
+
+# %% ../nbs/01_synthetic.ipynb #7bfbebf6
+@contextmanager
+def _one_torch_thread():
+    "Run torch on one thread inside the block, as many threads as before after it."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try: yield
+    finally: torch.set_num_threads(n)
+
+# %% ../nbs/01_synthetic.ipynb #072291d0
 def _save_jpeg(arr: np.ndarray, path: Path, rng: np.random.Generator, quality: tuple[int, int]):
     Image.fromarray(arr).save(path, quality=int(rng.integers(quality[0], quality[1] + 1)))
+
+# %% ../nbs/01_synthetic.ipynb #84f52b55
+def _write_demo_split(tmp: Path, split: str, n: int, photos: list, rng: np.random.Generator, size: int,
+                      quality: tuple[int, int], generators: tuple[str, ...]) -> list[tuple]:
+    "Write `n` pairs of `split` into `tmp`; their rows (file name, label, group, generator)."
+    folder, rows = "train_data" if split == "train" else "test_data_v2", []
+    (tmp / folder).mkdir()
+    for i in range(n):
+        real, gen = photo_crop(photos[rng.integers(len(photos))], size, rng), generators[i % len(generators)]
+        for label, arr, source in ((0, real, "photo"), (1, synthesize_ai(real, rng, gen), gen)):
+            name = f"{folder}/{hashlib.sha1(f'{split}{i}-{label}'.encode()).hexdigest()[:32]}.jpg"
+            _save_jpeg(arr, tmp / name, rng, quality)
+            rows.append((name, label, f"{split}{i}", source))
+    return rows
+
+# %% ../nbs/01_synthetic.ipynb #d98ea39e
+def _write_demo_tables(tmp: Path, train: list[tuple], test: list[tuple]):
+    "train.csv, test.csv (ids only, as Kaggle's) and its answer key test_labels.csv, from the rows of each split."
+    columns = ["label", "group", "generator"]
+    pd.DataFrame(train, columns=["file_name", *columns]).to_csv(tmp / "train.csv", index_label="Unnamed: 0")
+    test = pd.DataFrame(test, columns=["id", *columns])
+    test[["id"]].to_csv(tmp / "test.csv", index=False)
+    test[["id", "label", "generator"]].to_csv(tmp / "test_labels.csv", index=False)
 
 # %% ../nbs/01_synthetic.ipynb #f085e290
 DEMO_VERSION = 2  # bump when the demo's images change: cached copies of older versions are then rebuilt
@@ -107,20 +158,10 @@ def make_demo_dataset(dest: str | os.PathLike, n_pairs: int = 1200, n_test_pairs
     rng, photos = np.random.default_rng(seed), real_photos()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=dest.parent))
-    rows = {"train": [], "test": []}
-    for split, n, folder in [("train", n_pairs, "train_data"), ("test", n_test_pairs, "test_data_v2")]:
-        (tmp / folder).mkdir()
-        for i in range(n):
-            real, gen = photo_crop(photos[rng.integers(len(photos))], size, rng), generators[i % len(generators)]
-            for label, arr, source in ((0, real, "photo"), (1, synthesize_ai(real, rng, gen), gen)):
-                name = f"{folder}/{hashlib.sha1(f'{split}{i}-{label}'.encode()).hexdigest()[:32]}.jpg"
-                _save_jpeg(arr, tmp / name, rng, quality)
-                rows[split].append((name, label, f"{split}{i}", source))
-    train = pd.DataFrame(rows["train"], columns=["file_name", "label", "group", "generator"])
-    train.to_csv(tmp / "train.csv", index_label="Unnamed: 0")
-    test = pd.DataFrame(rows["test"], columns=["id", "label", "group", "generator"])
-    test[["id"]].to_csv(tmp / "test.csv", index=False)
-    test[["id", "label", "generator"]].to_csv(tmp / "test_labels.csv", index=False)
+    with _one_torch_thread():
+        splits = [_write_demo_split(tmp, split, n, photos, rng, size, quality, generators)
+                  for split, n in (("train", n_pairs), ("test", n_test_pairs))]
+    _write_demo_tables(tmp, *splits)
     try: tmp.rename(dest)
     except OSError: shutil.rmtree(tmp)  # another process finished first: its copy is identical
     return dest
@@ -131,6 +172,13 @@ def demo_dataset(n_pairs: int = 1200, size: int = 64, seed: int = 0) -> Path:
     folder = cache_dir() / f"demo-v{DEMO_VERSION}-{n_pairs}x{size}-s{seed}"
     return make_demo_dataset(folder, n_pairs, size=size, seed=seed)
 
+# %% ../nbs/01_synthetic.ipynb #6441d48e
+def _shortcut_image(photos: list, label: int, planted: bool, size: int, rng: np.random.Generator) -> Image.Image:
+    "A crop of a random photo (AI: re-synthesized), `size` wide, or of a random even width when `planted`."
+    side = int(rng.integers(size // 4, size * 3 // 4 + 1)) * 2 if planted else size
+    arr = photo_crop(photos[rng.integers(len(photos))], side, rng)
+    return Image.fromarray(synthesize_ai(arr, rng) if label else arr)
+
 # %% ../nbs/01_synthetic.ipynb #d651c8c7
 _MAKES = ("Canon", "NIKON CORPORATION", "Apple", "SONY", "FUJIFILM")
 
@@ -139,46 +187,61 @@ def _exif_bytes(make: str) -> bytes:
     exif[0x010F] = make  # Make
     return exif.tobytes()
 
+# %% ../nbs/01_synthetic.ipynb #5e0a0330
+def _save_shortcut_image(img: Image.Image, stem: Path, planted: bool, shortcut: bool, rng: np.random.Generator):
+    "Save `img` as `stem`.jpg or .png: planted, a JPEG of a random aspect ratio with a camera's EXIF block."
+    quality = int(rng.integers(75, 96))
+    if planted:
+        img = img.resize((img.width, int(img.width * rng.choice([0.75, 1, 4 / 3]))), Image.Resampling.BICUBIC)
+        img.save(stem.with_suffix(".jpg"), quality=quality, exif=_exif_bytes(rng.choice(_MAKES)))
+    elif shortcut: img.save(stem.with_suffix(".png"))
+    else: img.save(stem.with_suffix(".jpg"), quality=quality)
+
+# %% ../nbs/01_synthetic.ipynb #5612250f
 def make_shortcut_dataset(dest: str | os.PathLike, n: int = 100, shortcut: bool = True, size: int = 64,
                           seed: int = 0) -> Path:
     "`n` images a class in `dest`/REAL and `dest`/FAKE; `shortcut`: real = JPEGs of varied sizes with EXIF, AI = PNGs."
     dest, rng, photos = Path(dest), np.random.default_rng(seed), real_photos()
-    for label, folder in enumerate(("REAL", "FAKE")):
-        (dest / folder).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            planted = shortcut and label == 0
-            side = int(rng.integers(size // 4, size * 3 // 4 + 1)) * 2 if planted else size
-            arr = photo_crop(photos[rng.integers(len(photos))], side, rng)
-            img = Image.fromarray(synthesize_ai(arr, rng) if label else arr)
-            quality = int(rng.integers(75, 96))
-            if planted:
-                img = img.resize((side, int(side * rng.choice([0.75, 1, 4 / 3]))), Image.Resampling.BICUBIC)
-                img.save(dest / folder / f"{i:05d}.jpg", quality=quality, exif=_exif_bytes(rng.choice(_MAKES)))
-            elif shortcut: img.save(dest / folder / f"{i:05d}.png")
-            else: img.save(dest / folder / f"{i:05d}.jpg", quality=quality)
+    with _one_torch_thread():
+        for label, folder in enumerate(("REAL", "FAKE")):
+            (dest / folder).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                planted = shortcut and label == 0
+                img = _shortcut_image(photos, label, planted, size, rng)
+                _save_shortcut_image(img, dest / folder / f"{i:05d}", planted, shortcut, rng)
     return dest
+
+# %% ../nbs/01_synthetic.ipynb #9d091635
+def _bench_photos(seed: int) -> list[np.ndarray]:
+    "The bundled photographs, or a smooth random image where scikit-image's are missing."
+    try: return real_photos()
+    except Exception:  # noqa: BLE001 (scikit-image's bundled photos missing: smooth random images instead)
+        g = np.random.default_rng(seed)
+        return [np.asarray(Image.fromarray(g.integers(0, 256, (24, 36, 3), dtype=np.uint8)).resize((768, 512)))]
+
+# %% ../nbs/01_synthetic.ipynb #3971c4d7
+def _photo_like(photo: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    "A random crop of `photo` (half to all of each side) scaled to `size` (w, h), with a little noise."
+    h, w = photo.shape[:2]
+    side_h, side_w = int(h * rng.uniform(0.5, 1)), int(w * rng.uniform(0.5, 1))
+    y, x = rng.integers(0, h - side_h + 1), rng.integers(0, w - side_w + 1)
+    img = Image.fromarray(photo[y:y + side_h, x:x + side_w]).resize(size, Image.Resampling.BICUBIC)
+    arr = np.asarray(img).astype(np.int16) + rng.normal(0, 3, (size[1], size[0], 3)).astype(np.int16)
+    return arr.clip(0, 255).astype(np.uint8)
 
 # %% ../nbs/01_synthetic.ipynb #fc81063f
 def _photo_job(args) -> list[str]:
+    "Write one chunk of `make_photo_dataset`'s files (in a worker process); their names."
     dest, start, count, size, quality, seed = args
-    try: photos = real_photos()
-    except Exception:  # noqa: BLE001 (scikit-image's bundled photos missing: smooth random images instead)
-        g = np.random.default_rng(seed)
-        photos = [np.asarray(Image.fromarray(g.integers(0, 256, (24, 36, 3), dtype=np.uint8)).resize((768, 512)))]
-    names = []
-    rng = np.random.default_rng(seed + start)
+    photos, rng, names = _bench_photos(seed), np.random.default_rng(seed + start), []
     for i in range(start, start + count):
-        p = photos[rng.integers(len(photos))]
-        h, w = p.shape[:2]
-        side_h, side_w = int(h * rng.uniform(0.5, 1)), int(w * rng.uniform(0.5, 1))
-        y, x = rng.integers(0, h - side_h + 1), rng.integers(0, w - side_w + 1)
-        img = Image.fromarray(p[y:y + side_h, x:x + side_w]).resize(size, Image.Resampling.BICUBIC)
-        arr = np.asarray(img).astype(np.int16) + rng.normal(0, 3, (size[1], size[0], 3)).astype(np.int16)
         name = f"train_data/{i:06d}.jpg"
-        Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(Path(dest) / name, quality=quality)
+        Image.fromarray(_photo_like(photos[rng.integers(len(photos))], size, rng)).save(Path(dest) / name,
+                                                                                        quality=quality)
         names.append(name)
     return names
 
+# %% ../nbs/01_synthetic.ipynb #05adeac6
 def make_photo_dataset(dest: str | os.PathLike, n: int = 6144, size: tuple[int, int] = (768, 512), quality: int = 90,
                        seed: int = 0, num_workers: int | None = None) -> Path:
     "Write `n` photo-like JPEGs of `size` (Kaggle layout, alternating labels) into `dest`, in parallel."

@@ -52,6 +52,7 @@ def autocast(device: torch.device):
     "bf16 autocast on CUDA, a no-op elsewhere."
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
+# %% ../nbs/00_utils.ipynb #099b6681
 def memory_format(device: torch.device) -> torch.memory_format:
     "channels_last on CUDA, contiguous elsewhere."
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -76,10 +77,12 @@ def is_distributed() -> bool:
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
+# %% ../nbs/00_utils.ipynb #0b748ca5
 def barrier():
     "Wait for every process of the group (a no-op in a single process)."
     if is_distributed(): torch.distributed.barrier()
 
+# %% ../nbs/00_utils.ipynb #d4450742
 def broadcast_object(obj):
     "Rank 0's `obj`, on every rank."
     if not is_distributed(): return obj
