@@ -1,4 +1,4 @@
-"""How fast does training run, and what holds it back: the compute ceiling, end-to-end from the cache, and end-to-end from JPEG files, measured in one process.
+"""How fast does training run, and what holds it back: the compute ceiling, end-to-end from the cache, from JPEG files and from JPEGs decoded on the device, measured in one process.
 
 Docs: https://aidetect.github.io/aidetect/bench.html.md"""
 
