@@ -1,4 +1,4 @@
-"""How fast does training run, and what holds it back: the compute ceiling, end-to-end from the cache, and end-to-end from JPEG files, measured in one process.
+"""How fast does training run, and what holds it back: the compute ceiling, end-to-end from the cache, from JPEG files and from JPEGs decoded on the device, measured in one process.
 
 Docs: https://aidetect.github.io/aidetect/bench.html.md"""
 
@@ -33,6 +33,10 @@ from .utils import get_device, memory_format, write_json
 __all__ = ['time_training', 'time_inference', 'prepare_speed', 'bench', 'format_bench']
 
 # %% ../nbs/17_bench.ipynb #7f162ae0
+def _sync_clock(device: torch.device) -> float:
+    if device.type == "cuda": torch.cuda.synchronize(device)
+    return time.perf_counter()
+
 class _Timed:
     "Wrap a loader: start the clock (device synchronised) before batch `warmup`; count the images after it."
     def __init__(self, loader, warmup: int, device: torch.device):
@@ -46,10 +50,7 @@ class _Timed:
             if i >= self.warmup: self.images += len(y)
             yield x, y
 
-def _sync_clock(device: torch.device) -> float:
-    if device.type == "cuda": torch.cuda.synchronize(device)
-    return time.perf_counter()
-
+# %% ../nbs/17_bench.ipynb #2960a498
 class _Synthetic:
     "`n` batches cycled from a few random uint8 batches already on the device."
     def __init__(self, n: int, batch_size: int, img_size: int, device: torch.device, distinct: int = 4):
@@ -71,6 +72,7 @@ def time_training(model, loader, optimizer, preprocess: Preprocess, device: torc
     if not np.isfinite(stats["loss"]): raise RuntimeError(f"training diverged while timing (loss {stats['loss']})")
     return timed.images / seconds
 
+# %% ../nbs/17_bench.ipynb #f3d4f39d
 def time_inference(detector: Detector, loader, warmup: int) -> float:
     "Prediction images per second through `detector.probs` over `loader`'s batches after the first `warmup`."
     timed = _Timed(loader, warmup, detector.device)
@@ -78,12 +80,17 @@ def time_inference(detector: Detector, loader, warmup: int) -> float:
     return timed.images / (_sync_clock(detector.device) - timed.t0)
 
 # %% ../nbs/17_bench.ipynb #4da1b006
+def _warm_page_cache(root: Path):
+    "Read every file of the dataset once, so that decoding is measured, not the disk."
+    for p in read_dataset(root).path:
+        try: Path(p).read_bytes()
+        except OSError: pass
+
+# %% ../nbs/17_bench.ipynb #d7b0bc8c
 def prepare_speed(root: Path, img_size: int, crop_mode: str, num_workers: list[int], folder: Path,
                   repeats: int = 3) -> tuple[dict, ImageCache]:
     "Best-of-`repeats` decoding speed into a fresh cache in `folder` per process count: ({n: img/s}, last cache)."
-    for p in read_dataset(root).path:  # warm the page cache: measure decoding, not the disk
-        try: Path(p).read_bytes()
-        except OSError: pass
+    _warm_page_cache(root)
     speeds, cache = {}, None
     for w in num_workers:
         runs = []
@@ -99,6 +106,7 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda": return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
+# %% ../nbs/17_bench.ipynb #0fd4e27c
 def _counts(text: str) -> list[int]:
     "'1,2' → [1, 2]; '' → []."
     try: return [int(w) for w in str(text).split(",") if w.strip()]
@@ -135,6 +143,51 @@ def _bench_record(settings: dict, dev: torch.device, cache: ImageCache, speeds: 
         record["prepare_speedup"] = round(speeds[w[-1]] / speeds[w[0]], 3)
     return record
 
+# %% ../nbs/17_bench.ipynb #5fcc5e1e
+def _check_bench(compile: str, steps: int, warmup: int):
+    if compile not in ("off", "on", "both"): raise ValueError(f"compile must be off, on or both, got {compile!r}")
+    if steps < 1 or warmup < 1: raise ValueError("steps and warmup must be at least 1")
+
+# %% ../nbs/17_bench.ipynb #8ef2f358
+def _bench_cache(root: Path, img_size: int, crop_mode: str, counts: list[int], cache: str | None,
+                 tmp: Path) -> tuple[dict, ImageCache]:
+    "(preparation speeds per process count, the cache to train from: `cache` if given, else the last timed)."
+    speeds, prepared = prepare_speed(root, img_size, crop_mode, counts, tmp)
+    if cache or prepared is None:
+        prepared = prepare_cache(root, "train", img_size, crop_mode, cache or tmp / "cache", progress=False)
+    return speeds, prepared
+
+# %% ../nbs/17_bench.ipynb #b11fa53b
+def _bench_model(arch: str, img_size: int, crop_mode: str, dev: torch.device):
+    "The model (seeded), its `Preprocess` and AdamW, as a training run builds them."
+    torch.manual_seed(0)
+    model = create_detector(arch).to(dev, memory_format=memory_format(dev))
+    preprocess = Preprocess.for_model(model, img_size, crop_mode)
+    optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05, fused=dev.type == "cuda")
+    return model, preprocess, optimizer
+
+# %% ../nbs/17_bench.ipynb #5e5d2799
+def _repeated(cache: ImageCache, n: int) -> pd.DataFrame:
+    "The cache's usable rows, repeated (in order) to `n` rows."
+    good = cache.good()
+    return good.iloc[np.resize(np.arange(len(good)), n)].reset_index(drop=True)
+
+# %% ../nbs/17_bench.ipynb #ba1c16f0
+def _eval_speed(model, preprocess: Preprocess, table: pd.DataFrame, cache: ImageCache, dev: torch.device,
+                batch_size: int, threads: int, warmup: int) -> float:
+    "Prediction images per second from the cache, in batches twice the training batch."
+    loader = create_loader(pd.concat([table] * 2, ignore_index=True), preprocess, 2 * batch_size, cache=cache,
+                           device=dev, threads=threads)
+    return round(time_inference(Detector(model, preprocess, {}, dev), loader, warmup), 3)
+
+# %% ../nbs/17_bench.ipynb #563fb1b2
+def _best_paths(result: dict) -> dict:
+    "`result` with evaluation over training speed and the best end-to-end (cache) speed and its compile setting."
+    result["eval_over_train"] = round(result["eval_img_s"] / result["runs"][0]["cache_img_s"], 3)
+    best = max(result["runs"], key=lambda r: r["cache_img_s"])
+    result["best_end_to_end_img_s"], result["best_compile"] = best["cache_img_s"], best["compile"]
+    return result
+
 # %% ../nbs/17_bench.ipynb #dc0ff63d
 def bench(data: str = "demo",              # 'demo' or a dataset folder
           arch: str = "resnet10t",          # any timm model name
@@ -154,54 +207,50 @@ def bench(data: str = "demo",              # 'demo' or a dataset folder
           json_path: str | None = None,     # write the results to this JSON file
          ) -> dict:
     "Training throughput: (a) the compute ceiling, (b) from the cache, (c) from the JPEG files, (d) device decoding."
-    if compile not in ("off", "on", "both"): raise ValueError(f"compile must be off, on or both, got {compile!r}")
-    if steps < 1 or warmup < 1: raise ValueError("steps and warmup must be at least 1")
+    _check_bench(compile, steps, warmup)
     counts, dev, root = _counts(prepare_num_workers), get_device(device), resolve_data(data)
     if dev.type == "cuda": torch.backends.cudnn.benchmark = True
     num_workers = os.cpu_count() if num_workers is None else num_workers
+    settings = dict(arch=arch, img_size=img_size, batch_size=batch_size, steps=steps, warmup=warmup,
+                    crop_mode=crop_mode, threads=threads, num_workers=num_workers)
     with tempfile.TemporaryDirectory(prefix="aidetect-bench-") as tmp:
-        speeds, prepared = prepare_speed(root, img_size, crop_mode, counts, Path(tmp))
-        if cache or prepared is None:
-            prepared = prepare_cache(root, "train", img_size, crop_mode, cache or Path(tmp) / "cache", progress=False)
-        settings = dict(arch=arch, img_size=img_size, batch_size=batch_size, steps=steps, warmup=warmup,
-                        crop_mode=crop_mode, threads=threads, num_workers=num_workers)
+        speeds, prepared = _bench_cache(root, img_size, crop_mode, counts, cache, Path(tmp))
         result = _bench_record(settings, dev, prepared, speeds)
-        torch.manual_seed(0)
-        model = create_detector(arch).to(dev, memory_format=memory_format(dev))
-        preprocess = Preprocess.for_model(model, img_size, crop_mode)
-        optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05, fused=dev.type == "cuda")
-        good = prepared.good()
-        table = good.iloc[np.resize(np.arange(len(good)), (warmup + steps) * batch_size)].reset_index(drop=True)
+        model, preprocess, optimizer = _bench_model(arch, img_size, crop_mode, dev)
+        table = _repeated(prepared, (warmup + steps) * batch_size)
         loader = partial(create_loader, table, preprocess, batch_size, train=True, device=dev, threads=threads)
         result["runs"] = [_paths(model, optimizer, preprocess, loader, prepared, dev, warmup, steps, batch_size, s,
                                  num_workers, jpeg, device_decode) for s in (["off", "on"] if compile == "both"
                                                                             else [compile])]
-        evaluation = create_loader(pd.concat([table] * 2, ignore_index=True), preprocess, 2 * batch_size,
-                                   cache=prepared, device=dev, threads=threads)
-        result["eval_img_s"] = round(time_inference(Detector(model, preprocess, {}, dev), evaluation, warmup), 3)
-    result["eval_over_train"] = round(result["eval_img_s"] / result["runs"][0]["cache_img_s"], 3)
-    best = max(result["runs"], key=lambda r: r["cache_img_s"])
-    result["best_end_to_end_img_s"], result["best_compile"] = best["cache_img_s"], best["compile"]
+        result["eval_img_s"] = _eval_speed(model, preprocess, table, prepared, dev, batch_size, threads, warmup)
+    result = _best_paths(result)
     if json_path: write_json(json_path, result)
     return result
+
+# %% ../nbs/17_bench.ipynb #3f6e8aa9
+def _run_line(r: dict) -> str:
+    "The figures of one compile setting `r` as a line of the table."
+    num = lambda k, f: format(r[k], f) if k in r else "-"
+    return (f"{'on' if r['compile'] else 'off':>8} {r['ceiling_img_s']:>12,.0f} {r['cache_img_s']:>10,.0f} "
+            f"{num('jpeg_img_s', ',.0f'):>10} {num('decode_img_s', ',.0f'):>11} {r['b_over_a']:>6.2f} "
+            f"{num('b_over_c', '.2f'):>6} {num('d_over_a', '.2f'):>6}")
+
+# %% ../nbs/17_bench.ipynb #b240a20d
+def _prepare_line(result: dict) -> str:
+    "The preparation speeds, and the speed-up from the first process count to the last."
+    speeds = ", ".join(f"{w} worker(s) {s:,.0f} img/s" for w, s in result["prepare_img_per_s"].items())
+    ratio = f" (x{result['prepare_speedup']:.2f})" if "prepare_speedup" in result else ""
+    return f"prepare: {speeds}{ratio}"
 
 # %% ../nbs/17_bench.ipynb #0f542ee5
 def format_bench(result: dict) -> str:
     "The benchmark's numbers as a small text table."
     lines = [f"{result['arch']} {result['img_size']}px batch {result['batch_size']} on {result['device_name']} "
-             f"({'bf16 channels_last' if result['bf16'] else 'fp32'}), {result['n_images']} cached images"]
-    lines.append(f"{'compile':>8} {'(a) ceiling':>12} {'(b) cache':>10} {'(c) JPEG':>10} {'(d) decode':>11} "
-                 f"{'b/a':>6} {'b/c':>6} {'d/a':>6}")
-    num = lambda r, k, f: format(r[k], f) if k in r else "-"
-    for r in result["runs"]:
-        lines.append(f"{'on' if r['compile'] else 'off':>8} {r['ceiling_img_s']:>12,.0f} {r['cache_img_s']:>10,.0f} "
-                     f"{num(r, 'jpeg_img_s', ',.0f'):>10} {num(r, 'decode_img_s', ',.0f'):>11} {r['b_over_a']:>6.2f} "
-                     f"{num(r, 'b_over_c', '.2f'):>6} {num(r, 'd_over_a', '.2f'):>6}")
+             f"({'bf16 channels_last' if result['bf16'] else 'fp32'}), {result['n_images']} cached images",
+             f"{'compile':>8} {'(a) ceiling':>12} {'(b) cache':>10} {'(c) JPEG':>10} {'(d) decode':>11} "
+             f"{'b/a':>6} {'b/c':>6} {'d/a':>6}", *map(_run_line, result["runs"])]
     if "eval_img_s" in result:
         ratio = result["eval_over_train"]
         lines.append(f"eval: {result['eval_img_s']:,.0f} img/s, {ratio:.1f}x training from the cache")
-    if result["prepare_img_per_s"]:
-        speeds = ", ".join(f"{w} worker(s) {s:,.0f} img/s" for w, s in result["prepare_img_per_s"].items())
-        ratio = f" (x{result['prepare_speedup']:.2f})" if "prepare_speedup" in result else ""
-        lines.append(f"prepare: {speeds}{ratio}")
+    if result["prepare_img_per_s"]: lines.append(_prepare_line(result))
     return "\n".join(lines)

@@ -49,9 +49,11 @@ COMMANDS = {  # name: ("module:function", help, "module:function" formatting the
 
 # %% ../nbs/26_cli.ipynb #c52ab08c
 def _load(target: str):
+    "The function that 'module:function' names, its module imported now."
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name)
 
+# %% ../nbs/26_cli.ipynb #2ac4c3cd
 SETTINGS = {"serve": "aidetect.server:ServeSettings"}  # commands whose **settings are a pydantic model's fields
 
 def _option_type(annotation):
@@ -59,6 +61,7 @@ def _option_type(annotation):
     args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
     return args[0] if isinstance(annotation, types.UnionType) and args else annotation
 
+# %% ../nbs/26_cli.ipynb #4d100f0c
 def _add_settings(parser: argparse.ArgumentParser, model) -> argparse.ArgumentParser:
     "One option per field of the pydantic `model`, its description as the help."
     for name, f in model.model_fields.items():
@@ -67,6 +70,7 @@ def _add_settings(parser: argparse.ArgumentParser, model) -> argparse.ArgumentPa
         else: parser.add_argument(flag, type=kind, default=f.default, help=f"{f.description} (default: {f.default})")
     return parser
 
+# %% ../nbs/26_cli.ipynb #636d8631
 def command_parser(name: str) -> argparse.ArgumentParser:
     "The `argparse` parser of subcommand `name`, built from its function's signature (and settings' fields)."
     parser = anno_parser(_load(COMMANDS[name][0]), prog=f"aidetect {name}")
@@ -79,6 +83,7 @@ def _usage() -> str:
     head = "usage: aidetect COMMAND [ARGS]   (aidetect COMMAND --help for its options)"
     return f"{head}\n\ncommands:\n" + "\n".join(lines)
 
+# %% ../nbs/26_cli.ipynb #d7e04a52
 def _call(func, args: dict):
     "Call `func` with parsed `args`; a `*images`-style parameter and those before it are passed by position."
     names = list(inspect.signature(func).parameters)
@@ -86,26 +91,38 @@ def _call(func, args: dict):
     if star is None: return func(**args)
     return func(*[args.pop(k) for k in names[:names.index(star)]], *args.pop(star), **args)
 
+# %% ../nbs/26_cli.ipynb #f33bfc83
+def _run(name: str, args: dict):
+    "Call subcommand `name` with `args`; a bad parameter or a missing file exits with one line naming both."
+    try: return _call(_load(COMMANDS[name][0]), args)
+    except ValidationError as e: sys.exit(f"aidetect {name}: {validation_message(e)}")
+    except (ValueError, OSError) as e: sys.exit(f"aidetect {name}: {e}")
+
+# %% ../nbs/26_cli.ipynb #af77bfee
+def _show(show: str | None, result):
+    "Print `result` as the subcommand wants: as JSON, through its formatter ('module:function'), or not at all."
+    if show == "json": print(json.dumps(result, indent=2, default=str))
+    elif show: print(_load(show)(result))
+
+# %% ../nbs/26_cli.ipynb #345d0a1d
 def main(argv: list[str] | None = None):
     "Entry point of the `aidetect` console script: run subcommand `argv[0]` with the rest of `argv`."
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"): return print(_usage())
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS: sys.exit(f"{_usage()}\n\naidetect: unknown command {name!r}")
-    target, _, show = COMMANDS[name]
     args = vars(command_parser(name).parse_args(rest))
     args.pop("pdb", None); args.pop("xtra", None)
-    try: result = _call(_load(target), args)
-    except ValidationError as e: sys.exit(f"aidetect {name}: {validation_message(e)}")
-    except (ValueError, OSError) as e: sys.exit(f"aidetect {name}: {e}")
-    if show == "json": print(json.dumps(result, indent=2, default=str))
-    elif show: print(_load(show)(result))
+    result = _run(name, args)
+    _show(COMMANDS[name][2], result)
     return result
 
+# %% ../nbs/26_cli.ipynb #77fb2d74
 def format_table(table) -> str:
     "A result table (a pandas DataFrame) as text for the shell."
     return table.to_string(index=False)
 
+# %% ../nbs/26_cli.ipynb #ab291fad
 def console() -> None:
     "The `aidetect` console script: `main`, whose return value must not become the exit status."
     main()
@@ -124,6 +141,21 @@ def train(
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith("val_") or k == "skipped_files"}, indent=2))
     return metrics
 
+# %% ../nbs/26_cli.ipynb #5abfcaa3
+def _answers(detector, images: list[str], crops: int, decode_on: str) -> tuple[list[dict], dict]:
+    "(one answer per image: P(ai) and label, or why it could not be read; the unreadable files)."
+    import pandas as pd
+
+    from aidetect.data import find_bad_images
+    from aidetect.evaluate import predict_table
+    bad = find_bad_images(images)  # one unreadable file must not cost the others their answer
+    good = [p for p in images if p not in bad]
+    probs = dict(zip(good, predict_table(detector, pd.DataFrame({"path": good}), crops=crops,
+                                                decode_on=decode_on), strict=True))  # batched
+    return [{"file": p, "error": bad[p]} if p in bad else
+            {"file": p, "label": detector.label(probs[p]), "prob_ai": round(float(probs[p]), 6),
+             "threshold": detector.threshold, "crops": crops} for p in images], bad
+
 # %% ../nbs/26_cli.ipynb #99fc5dc8
 def predict(
     checkpoint: str,  # run folder (uses best.safetensors) or checkpoint file
@@ -135,24 +167,14 @@ def predict(
     decode_on: str = "cpu",  # decode JPEGs on the 'cpu' (Pillow) or the 'device' (nvJPEG on CUDA)
 ) -> list[dict]:
     "P(ai), the label (at the run's calibrated threshold) of each image, one JSON line each; or a submission."
-    import pandas as pd
-
-    from aidetect.data import find_bad_images
-    from aidetect.evaluate import predict_table, write_submission
+    from aidetect.evaluate import write_submission
     from aidetect.model import Detector
     detector = Detector.load(checkpoint, device=device)
     if submission:
         sub = write_submission(detector, *submission)
         print(f"wrote {len(sub)} predictions to {submission[1]}")
         return sub.to_dict("records")
-    images = [str(p) for p in images]
-    bad = find_bad_images(images)  # one unreadable file must not cost the others their answer
-    good = [p for p in images if p not in bad]
-    probs = dict(zip(good, predict_table(detector, pd.DataFrame({"path": good}), crops=crops,
-                                                decode_on=decode_on), strict=True))  # batched
-    rows = [{"file": p, "error": bad[p]} if p in bad else
-            {"file": p, "label": detector.label(probs[p]), "prob_ai": round(float(probs[p]), 6),
-             "threshold": detector.threshold, "crops": crops} for p in images]
+    rows, bad = _answers(detector, [str(p) for p in images], crops, decode_on)
     for row in rows: print(json.dumps(row))
     if bad: raise ValueError(f"{len(bad)} of {len(images)} file(s) could not be read")
     return rows

@@ -41,12 +41,14 @@ def _dataset(data: str) -> str:
         except (OSError, ValueError) as e: raise ValueError(f"data: {e}") from e
     return data
 
+# %% ../nbs/14_config.ipynb #3bc21b75
 def _weights(path: str) -> str:
     "`path` if it is '', 'hub' or an existing weights file."
     if path not in ("", "hub") and not Path(path).is_file():
         raise ValueError(f"pretrained: weights file {path} does not exist")
     return path
 
+# %% ../nbs/14_config.ipynb #c992a3c0
 def _groups(groups: str) -> str:
     "`groups` if it is '', 'auto' or an existing groups.csv."
     if groups not in ("", "auto") and not Path(groups).is_file():
@@ -141,6 +143,12 @@ class TrainConfig(BaseModel):
                              "use cache='auto' (decode once on the CPU) or 'off'")
         return self
 
+# %% ../nbs/14_config.ipynb #7a9dd9ea
+@patch(cls_method=True)
+def names(cls: TrainConfig) -> list[str]:
+    "The names of the parameters, in the order of the class."
+    return list(cls.model_fields)
+
 # %% ../nbs/14_config.ipynb #8939cc2a
 @patch(cls_method=True)
 def from_dict(cls: TrainConfig, params: dict) -> TrainConfig:
@@ -150,11 +158,11 @@ def from_dict(cls: TrainConfig, params: dict) -> TrainConfig:
     try: return cls(**params)
     except ValidationError as e: raise ValueError(validation_message(e)) from None
 
-@patch(cls_method=True)
-def names(cls: TrainConfig) -> list[str]: return list(cls.model_fields)
-
+# %% ../nbs/14_config.ipynb #08e59e19
 @patch
-def to_dict(self: TrainConfig) -> dict: return self.model_dump()
+def to_dict(self: TrainConfig) -> dict:
+    "Every parameter as a plain value, as the run record stores them."
+    return self.model_dump()
 
 # %% ../nbs/14_config.ipynb #fc3a524f
 def load_params(files: list[str | os.PathLike] = (), overrides: dict | None = None) -> TrainConfig:

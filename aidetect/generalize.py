@@ -24,6 +24,17 @@ from .utils import project_root, resolve_run_dir, write_json
 # %% auto #0
 __all__ = ['training_sets', 'generalization_summary', 'plot_generalization', 'generalize']
 
+# %% ../nbs/16_generalize.ipynb #82e3a7b1
+def _listed_sets(train_generators: list, generators: list[str]) -> dict[str, list[str]]:
+    "Name → generators of the training set `train_generators` (a list), or of each one (a list of lists)."
+    nested = train_generators and isinstance(train_generators[0], (list, tuple))
+    out = {}
+    for s in (train_generators if nested else [train_generators]):
+        if missing := sorted(set(map(str, s)) - set(generators)):
+            raise ValueError(f"train_generators: {missing} not in the data; its generators are {generators}")
+        out["+".join(map(str, s))] = [str(g) for g in s]
+    return out
+
 # %% ../nbs/16_generalize.ipynb #f554a23b
 def training_sets(generators: list[str], train_generators: str | list = "leave_one_out") -> dict[str, list[str]]:
     "Name → generators of each training set that `train_generators` asks for, among the data's `generators`."
@@ -35,14 +46,7 @@ def training_sets(generators: list[str], train_generators: str | list = "leave_o
     if isinstance(train_generators, str):
         raise ValueError(f"train_generators must be 'each', 'leave_one_out', a list or a list of lists, "
                          f"got {train_generators!r}")
-    nested = train_generators and isinstance(train_generators[0], (list, tuple))
-    sets = train_generators if nested else [train_generators]
-    out = {}
-    for s in sets:
-        if missing := sorted(set(map(str, s)) - set(generators)):
-            raise ValueError(f"train_generators: {missing} not in the data; its generators are {generators}")
-        out["+".join(map(str, s))] = [str(g) for g in s]
-    return out
+    return _listed_sets(train_generators, generators)
 
 # %% ../nbs/16_generalize.ipynb #f91c7059
 def generalization_summary(table: pd.DataFrame) -> dict:
@@ -56,22 +60,34 @@ def generalization_summary(table: pd.DataFrame) -> dict:
     out.update(n_seen=int(cells.seen.sum()), n_unseen=int((~cells.seen).sum()))
     return out
 
-def plot_generalization(table: pd.DataFrame, metric: str = "acc"):
-    "Heatmap of `metric`: training sets (rows) × test generators (columns), seen cells framed."
-    import matplotlib.pyplot as plt
+# %% ../nbs/16_generalize.ipynb #d2a8c88a
+def _matrix(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "(`metric`, whether seen) as training sets × test generators, the whole test split ('all') last."
     m = table.pivot(index="train_set", columns="test_generator", values=metric)
     m = m[[c for c in m.columns if c != "all"] + (["all"] if "all" in m.columns else [])]
     seen = table.pivot(index="train_set", columns="test_generator", values="seen").reindex_like(m)
-    seen = seen.astype(object).where(seen.notna(), False).astype(bool)
-    fig, ax = plt.subplots(figsize=(1.1 * m.shape[1] + 2.5, 0.55 * m.shape[0] + 1.6))
-    im = ax.imshow(m.to_numpy(float), vmin=0.5 if metric.startswith(("acc", "auc", "ap")) else None, vmax=1,
-                   cmap="RdYlGn")
+    return m, seen.astype(object).where(seen.notna(), False).astype(bool)
+
+# %% ../nbs/16_generalize.ipynb #fe91c971
+def _label_cells(ax, m: pd.DataFrame, seen: pd.DataFrame):
+    "Write each cell's value on `ax` (bold where seen) and frame the seen cells."
+    import matplotlib.pyplot as plt
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             ax.text(j, i, f"{m.iat[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     fontweight="bold" if seen.iat[i, j] else "normal")
             if seen.iat[i, j] and m.columns[j] != "all":
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="black"))
+
+# %% ../nbs/16_generalize.ipynb #c7ea5ced
+def plot_generalization(table: pd.DataFrame, metric: str = "acc"):
+    "Heatmap of `metric`: training sets (rows) × test generators (columns), seen cells framed."
+    import matplotlib.pyplot as plt
+    m, seen = _matrix(table, metric)
+    fig, ax = plt.subplots(figsize=(1.1 * m.shape[1] + 2.5, 0.55 * m.shape[0] + 1.6))
+    im = ax.imshow(m.to_numpy(float), vmin=0.5 if metric.startswith(("acc", "auc", "ap")) else None, vmax=1,
+                   cmap="RdYlGn")
+    _label_cells(ax, m, seen)
     ax.set_xticks(range(m.shape[1]), m.columns, rotation=30, ha="right")
     ax.set_yticks(range(m.shape[0]), m.index)
     ax.set(xlabel="test generator", ylabel="trained on", title=f"{metric} (framed: seen in training)")
@@ -82,6 +98,7 @@ def plot_generalization(table: pd.DataFrame, metric: str = "acc"):
 # %% ../nbs/16_generalize.ipynb #01c3f03e
 def _slug(name: str) -> str: return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "set"
 
+# %% ../nbs/16_generalize.ipynb #e601e59a
 def _params_file(params: str | os.PathLike | None) -> list[Path]:
     "The YAML parameter file, found from the working folder or else the project root."
     if not params: return []
@@ -89,6 +106,29 @@ def _params_file(params: str | os.PathLike | None) -> list[Path]:
     if not p.is_absolute() and not p.exists() and project_root(): p = project_root() / p
     return [p]
 
+# %% ../nbs/16_generalize.ipynb #da6dbb30
+def _train_and_test(name: str, chosen: list[str], base: TrainConfig, folder: Path, data: str, split: str,
+                    device: str, progress: bool) -> list[dict]:
+    "Train the model of training set `name` (generators `chosen`) and test it per generator: its rows."
+    cfg = TrainConfig.from_dict({**base.to_dict(), "train_generators": chosen, "out_dir": str(folder / _slug(name))})
+    fit(cfg, progress=progress)
+    result = evaluate_run(str(resolve_run_dir(cfg.out_dir)), str(data), split, device=device, by="generator")
+    return [dict(train_set=name, test_generator=r["generator"], seen=r["generator"] in chosen,
+                 **{k: r[k] for k in ("n", "ap", "auc", "acc", "acc_threshold", "real_acc", "fake_acc")})
+            for r in result["by_generator"]]
+
+# %% ../nbs/16_generalize.ipynb #1d25af37
+def _write_matrix(folder: Path, table: pd.DataFrame, data: str, split: str, sets: dict):
+    "generalize.csv, generalize.json (the summary) and the heatmaps of accuracy, AP and AI accuracy in `folder`."
+    import matplotlib.pyplot as plt
+    table.to_csv(folder / "generalize.csv", index=False)
+    write_json(folder / "generalize.json", {"data": str(data), "split": split, "sets": sets,
+                                         **generalization_summary(table)})
+    for metric in ("acc", "ap", "fake_acc"):
+        name = "generalize.png" if metric == "acc" else f"generalize_{metric}.png"
+        fig = plot_generalization(table, metric); fig.savefig(folder / name, dpi=110); plt.close(fig)
+
+# %% ../nbs/16_generalize.ipynb #1103f976
 def generalize(data: str = "demo",                          # 'demo' or a dataset folder whose table names generators
                train_generators: str | list = "leave_one_out", # 'each', 'leave_one_out', a list, or a list of lists
                split: str = "test",                         # the labelled split every model is tested on
@@ -99,25 +139,10 @@ def generalize(data: str = "demo",                          # 'demo' or a datase
                progress: bool = False,                      # progress bars while training
               ) -> pd.DataFrame:
     "Train one model per training set and test each on every generator; write generalize.csv and the heatmap."
-    import matplotlib.pyplot as plt
     folder = resolve_run_dir(out_dir)
-    gens = ai_generators(read_dataset(resolve_data(data)))
-    sets = training_sets(gens, train_generators)
+    sets = training_sets(ai_generators(read_dataset(resolve_data(data))), train_generators)
     base = load_params(_params_file(params), {**(overrides or {}), "data": str(data), "device": device})
-    rows = []
-    for name, chosen in sets.items():
-        cfg = TrainConfig.from_dict({**base.to_dict(), "train_generators": chosen,
-                                     "out_dir": str(folder / _slug(name))})
-        fit(cfg, progress=progress)
-        result = evaluate_run(str(resolve_run_dir(cfg.out_dir)), str(data), split, device=device, by="generator")
-        rows += [dict(train_set=name, test_generator=r["generator"], seen=r["generator"] in chosen,
-                      **{k: r[k] for k in ("n", "ap", "auc", "acc", "acc_threshold", "real_acc", "fake_acc")})
-                 for r in result["by_generator"]]
-    table = pd.DataFrame(rows)
-    table.to_csv(folder / "generalize.csv", index=False)
-    write_json(folder / "generalize.json", {"data": str(data), "split": split, "sets": sets,
-                                         **generalization_summary(table)})
-    for metric in ("acc", "ap", "fake_acc"):
-        name = "generalize.png" if metric == "acc" else f"generalize_{metric}.png"
-        fig = plot_generalization(table, metric); fig.savefig(folder / name, dpi=110); plt.close(fig)
+    table = pd.DataFrame([row for name, chosen in sets.items()
+                          for row in _train_and_test(name, chosen, base, folder, data, split, device, progress)])
+    _write_matrix(folder, table, data, split, sets)
     return table

@@ -50,6 +50,7 @@ def _generator_summary(path: Path, split: str) -> dict:
     worst = gens.loc[gens.acc.idxmin()]
     return {f"{split}_worst_gen": worst.generator, f"{split}_worst_gen_acc": worst.acc}
 
+# %% ../nbs/23_runs.ipynb #63f17187
 def _robustness_summary(path: Path, split: str) -> dict:
     df = pd.read_csv(path)
     if df.empty: return {}
@@ -63,6 +64,7 @@ def _robustness_summary(path: Path, split: str) -> dict:
 def _split_of(path: Path, prefix: str, suffix: str) -> str:
     return path.name[len(prefix):-len(suffix)]
 
+# %% ../nbs/23_runs.ipynb #324b0bc8
 def run_summary(run_dir: Path) -> dict:
     "One leaderboard row for `run_dir`: validation metrics, training time, evaluation summaries."
     m = read_record(run_dir / "metrics.json")
@@ -83,6 +85,7 @@ def varied_params(params: list[dict]) -> list[str]:
     names = dict.fromkeys(k for p in params for k in p if k not in NOT_COMPARED)
     return [k for k in names if len({json.dumps(p.get(k), default=str) for p in params}) > 1]
 
+# %% ../nbs/23_runs.ipynb #ae452f6b
 def _run_labels(run_dirs: list[Path]) -> list[str]:
     if len(run_dirs) == 1: return [run_dirs[0].name]
     common = Path(os.path.commonpath(run_dirs))
@@ -93,6 +96,7 @@ def _ascending(metric: str) -> bool:
     "Losses and times are better low; everything else (accuracy, AUC, F1, ...) high."
     return "loss" in metric or metric.endswith("_s") or metric == "best_epoch"
 
+# %% ../nbs/23_runs.ipynb #68b91f13
 def runs(*dirs: str,                # run folders, sweep folders or globs (default: outputs)
          sort: str = "val_acc",     # column to sort by (best first)
          csv: str | None = None,    # also write the table to this CSV file
@@ -119,15 +123,18 @@ def format_runs(df: pd.DataFrame) -> str:
         out[col] = [("-" if pd.isna(x) else fmt.format(x)) for x in out[col]]
     return out.to_string(na_rep="-")
 
+# %% ../nbs/23_runs.ipynb #4606ec4c
+def _histories(board: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    "The history.csv of each run of leaderboard `board`, by run name (runs without one left out)."
+    paths = {label: Path(board.attrs["run_dirs"][label]) / "history.csv" for label in board.index}
+    return {label: pd.read_csv(p) for label, p in paths.items() if p.exists()}
+
 # %% ../nbs/23_runs.ipynb #242462a0
 def plot_curves(board: pd.DataFrame, columns: tuple[str, ...] = ("train/loss", "val/loss", "val/acc", "val/auc")):
     "The curves of `columns` per epoch for the runs of leaderboard `board`, one line per run, one panel per column."
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.4), squeeze=False)
-    for label in board.index:
-        history = Path(board.attrs["run_dirs"][label]) / "history.csv"
-        if not history.exists(): continue
-        h = pd.read_csv(history)
+    for label, h in _histories(board).items():
         for ax, col in zip(axes[0], columns, strict=True):
             if col in h: ax.plot(h.epoch, h[col], marker="o", ms=3, label=label)
     for ax, col in zip(axes[0], columns, strict=True):

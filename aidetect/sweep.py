@@ -1,4 +1,4 @@
-"""Train a grid (or a random sample) of parameter sets through the training notebook, resumably and several at once, and compare any run folders in one table.
+"""Train a grid (or a random sample) of parameter sets through the training notebook, resumably and several at once.
 
 Docs: https://aidetect.github.io/aidetect/sweep.html.md"""
 
@@ -48,6 +48,7 @@ def _value(name: str, v):
     try: return TypeAdapter(TrainConfig.model_fields[name].annotation).validate_python(v)
     except ValidationError as e: raise ValueError(f"{name}: {e.errors()[0]['msg']} (got {v!r})") from None
 
+# %% ../nbs/24_sweep.ipynb #5a87a4d2
 @dataclasses.dataclass
 class Axis:
     "One swept parameter: a list of values, or a range LO:HI (log-spaced if `log`) with `points` grid points."
@@ -72,6 +73,7 @@ def _parse_range(name: str, spec: str) -> Axis:
     if ax.log and ax.low <= 0: raise ValueError(f"{name}: log range {spec!r} needs LO > 0")
     return ax
 
+# %% ../nbs/24_sweep.ipynb #e47b7fc8
 def parse_axis(name: str, spec) -> Axis:
     "The values of parameter `name` given as `spec`: 'a,b,c', one value, or a numeric range 'LO:HI[:log][:N]'."
     if name not in _KINDS: raise ValueError(f"unknown parameter {name!r}; known: {list(_KINDS)}")
@@ -85,6 +87,7 @@ def parse_axis(name: str, spec) -> Axis:
 def _cast(ax: Axis, x: float, digits: int):
     return int(round(x)) if _KINDS[ax.name] == "int" else float(f"{x:.{digits}g}")
 
+# %% ../nbs/24_sweep.ipynb #bca9037a
 def axis_grid(ax: Axis) -> list:
     "The grid values of `ax`: its list, or its range's `points` evenly (log: geometrically) spaced values."
     if ax.values: return ax.values
@@ -101,10 +104,9 @@ def _distribution(ax: Axis):
     low, high = (ax.low - 0.5, ax.high + 0.5) if _KINDS[ax.name] == "int" else (ax.low, ax.high)  # ints: rounded
     return loguniform(ax.low, high) if ax.log else uniform(low, high - low)
 
-def plan_runs(axes: list[Axis], random: int = 0, seed: int = 0) -> list[dict]:
-    "The swept parameters of each run: every combination of `axes`, or `random` distinct draws."
-    if not random:  # ParameterGrid sorts the names; the runs keep the order of the command line
-        return [{a.name: p[a.name] for a in axes} for p in ParameterGrid({a.name: axis_grid(a) for a in axes})]
+# %% ../nbs/24_sweep.ipynb #5020a50d
+def _sampled_runs(axes: list[Axis], random: int, seed: int) -> list[dict]:
+    "`random` distinct draws of `axes` (fewer when fewer exist), in a fixed order for `seed`."
     space, discrete = {a.name: _distribution(a) for a in axes}, all(a.values or a.points for a in axes)
     size = math.prod(len(v) for v in space.values()) if discrete else 100 * random
     runs = {}
@@ -114,18 +116,33 @@ def plan_runs(axes: list[Axis], random: int = 0, seed: int = 0) -> list[dict]:
         if len(runs) == random: break
     return list(runs.values())
 
+# %% ../nbs/24_sweep.ipynb #ec26f205
+def plan_runs(axes: list[Axis], random: int = 0, seed: int = 0) -> list[dict]:
+    "The swept parameters of each run: every combination of `axes`, or `random` distinct draws."
+    if random: return _sampled_runs(axes, random, seed)
+    # ParameterGrid sorts the names; the runs keep the order of the command line
+    return [{a.name: p[a.name] for a in axes} for p in ParameterGrid({a.name: axis_grid(a) for a in axes})]
+
 # %% ../nbs/24_sweep.ipynb #15a3b3f0
 def _short(v) -> str:
     s = f"{v:g}" if isinstance(v, float) else str(v)
     if "/" in s.strip("/"): s = Path(s).name
     return re.sub(r"[^A-Za-z0-9.=+-]", "-", s)
 
+# %% ../nbs/24_sweep.ipynb #b4d1c6ba
 def run_names(runs: list[dict]) -> list[str]:
     "Folder names for `runs` (dicts of swept parameters): NAME=VALUE pairs joined by '_'."
     names = ["_".join(f"{k}={_short(v)}" for k, v in sorted(r.items())) or "run" for r in runs]
     digest = lambda r: hashlib.sha1(json.dumps(r, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return [n if names.count(n) == 1 and len(n) <= 96 else f"{n[:80]}-{digest(r)}"
             for n, r in zip(names, runs, strict=True)]
+
+# %% ../nbs/24_sweep.ipynb #bb6955e5
+def _check_runs(base: dict, runs: list[dict]):
+    "Build the `TrainConfig` of every run, so that a bad combination fails before anything is trained."
+    for name, run in zip(run_names(runs), runs, strict=True):
+        try: TrainConfig.from_dict({**base, **run})
+        except ValueError as e: raise ValueError(f"run {name}: {e}") from None
 
 # %% ../nbs/24_sweep.ipynb #e5cabbd4
 def plan_sweep(files: list[str] = (), params: list[tuple[str, str]] = (), random: int = 0,
@@ -137,11 +154,8 @@ def plan_sweep(files: list[str] = (), params: list[tuple[str, str]] = (), random
     axes = [parse_axis(k, v) for k, v in specs.items()]
     fixed = {a.name: a.values[0] for a in axes if len(a.values) == 1}
     swept = [a for a in axes if a.name not in fixed]
-    base = load_params(files, fixed).to_dict()
-    runs = plan_runs(swept, random, seed)
-    for name, run in zip(run_names(runs), runs, strict=True):
-        try: TrainConfig.from_dict({**base, **run})
-        except ValueError as e: raise ValueError(f"run {name}: {e}") from None
+    base, runs = load_params(files, fixed).to_dict(), plan_runs(swept, random, seed)
+    _check_runs(base, runs)
     return base, runs, {a.name: a.spec for a in swept}
 
 # %% ../nbs/24_sweep.ipynb #f5c6173b
@@ -150,7 +164,9 @@ def same_params(a: dict, b: dict) -> bool:
     strip = lambda d: {k: v for k, v in d.items() if k not in NOT_COMPARED}
     return strip(a) == strip(b)
 
+# %% ../nbs/24_sweep.ipynb #1dd05c3f
 def _busy(run_dir: Path) -> bool:
+    "Whether a process (a training run holding its `flock`) has `run_dir`."
     if not (run_dir / ".lock").exists(): return False
     with open(run_dir / ".lock", "a") as f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,6 +174,7 @@ def _busy(run_dir: Path) -> bool:
         fcntl.flock(f, fcntl.LOCK_UN)
     return False
 
+# %% ../nbs/24_sweep.ipynb #39ff200d
 def _read_yaml(path: Path) -> dict:
     try: return yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError): return {}
@@ -179,6 +196,7 @@ def visible_gpus() -> list[str]:
     import torch
     return [str(i) for i in range(torch.cuda.device_count())]
 
+# %% ../nbs/24_sweep.ipynb #c8716e27
 def run_env(name: str, params: dict, gpu: str | None, jobs: int) -> dict:
     "The environment of one run's process: the W&B group, its GPU, its share of the CPU threads."
     env = {**os.environ, "WANDB_RUN_GROUP": name, "PYTHONUNBUFFERED": "1"}
@@ -199,14 +217,18 @@ def run_error(run_dir: Path, returncode: int) -> str:
     errors = [ln.strip() for ln in lines if re.match(r"^\s*[\w.]*(Error|Exception|Interrupt)\b", ln)]
     return errors[-1] if errors else (lines[-1].strip() if lines else f"exit status {returncode}")
 
+# %% ../nbs/24_sweep.ipynb #eba5d8ef
+def _papermill(notebook: Path, run_dir: Path) -> list[str]:
+    "The command that executes `notebook` into `run_dir` with its params.yaml, the kernel in the notebook's folder."
+    return [sys.executable, "-m", "papermill", str(notebook), str(run_dir / "train.ipynb"), "-f",
+            str(run_dir / "params.yaml"), "--cwd", str(notebook.parent), "--log-output", "--no-progress-bar"]
+
 # %% ../nbs/24_sweep.ipynb #341d08fe
 def train_run(notebook: Path, run_dir: Path, params: dict, env: dict) -> dict:
     "Train one run of a sweep with papermill in a subprocess; its status, error and duration."
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "params.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(params, sort_keys=False)))
-    cmd = [sys.executable, "-m", "papermill", str(notebook), str(run_dir / "train.ipynb"), "-f",
-           str(run_dir / "params.yaml"), "--cwd", str(notebook.parent), "--log-output", "--no-progress-bar"]
-    t0 = time.time()
+    cmd, t0 = _papermill(notebook, run_dir), time.time()
     with open(run_dir / "papermill.log", "w") as log:
         log.write(f"$ {shlex.join(cmd)}\n"); log.flush()
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
@@ -216,33 +238,26 @@ def train_run(notebook: Path, run_dir: Path, params: dict, env: dict) -> dict:
 
 # %% ../nbs/24_sweep.ipynb #c4f3e78a
 def _notebook(notebook: str) -> Path:
+    "The training notebook `notebook`, found from the working folder or else the project root."
     p = Path(notebook).expanduser()
     p = p if p.is_absolute() or p.exists() else (project_root() or Path.cwd()) / p
     if not p.is_file(): raise ValueError(f"notebook: {notebook} does not exist (run in the aidetect project, "
                                          "or pass --notebook path/to/train.ipynb)")
     return p.resolve()
 
+# %% ../nbs/24_sweep.ipynb #5546d88f
 def _gpu_slots(jobs: int) -> queue.Queue:
     "One slot per job, each naming the GPU it owns (None without GPUs)."
     gpus, slots = visible_gpus(), queue.Queue()
     for i in range(jobs): slots.put(gpus[i % len(gpus)] if gpus else None)
     return slots
 
-# %% ../nbs/24_sweep.ipynb #8fcd06a5
-def _write_record(sweep_dir: Path, record: dict, lock: threading.Lock):
-    with lock:
-        record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_json(sweep_dir / "sweep.json", record)
-
+# %% ../nbs/24_sweep.ipynb #ef04d20d
 def _run_in_slot(slots: queue.Queue, notebook: Path, run: dict, name: str, jobs: int) -> dict:
+    "Train `run` in a free slot (its GPU), and free the slot when it ends."
     gpu = slots.get()
     try: return train_run(notebook, Path(run["dir"]), run["full"], run_env(name, run["full"], gpu, jobs))
     finally: slots.put(gpu)
-
-def _line(entry: dict, metrics: dict) -> str:
-    if entry["status"] == "failed": return f"{entry['run']}: FAILED ({entry['seconds']:.0f} s): {entry['error']}"
-    return f"{entry['run']}: {entry['status']}, val_acc {metrics.get('val_acc', float('nan')):.4f} " \
-           f"({entry['seconds']:.0f} s)"
 
 # %% ../nbs/24_sweep.ipynb #e454c950
 def _start(name, files, params, random, sample_seed, out_dir, notebook) -> tuple[Path, dict, list[dict]]:
@@ -263,13 +278,54 @@ def _start(name, files, params, random, sample_seed, out_dir, notebook) -> tuple
     return sweep_dir, record, todo
 
 # %% ../nbs/24_sweep.ipynb #20eb57a4
+def _finish(entry: dict, run: dict, result: dict):
+    entry.update(result, val_acc=read_record(Path(run["dir"]) / "metrics.json").get("val_acc"))
+
+# %% ../nbs/24_sweep.ipynb #48662cd0
+def _skip_done(todo: list[dict], entries: dict) -> list[dict]:
+    "Record the finished runs as skipped and the busy ones as failed; the runs left to train."
+    for r in todo:
+        if r["state"] == "finished": _finish(entries[r["run"]], r, {"status": "skipped", "seconds": 0.0})
+        if r["state"] == "busy": entries[r["run"]].update(status="failed", error="busy: another process trains it")
+    return [r for r in todo if r["state"] not in ("finished", "busy")]
+
+# %% ../nbs/24_sweep.ipynb #8fcd06a5
+def _write_record(sweep_dir: Path, record: dict, lock: threading.Lock):
+    with lock:
+        record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(sweep_dir / "sweep.json", record)
+
+# %% ../nbs/24_sweep.ipynb #5d0d58c4
+def _line(entry: dict, metrics: dict) -> str:
+    if entry["status"] == "failed": return f"{entry['run']}: FAILED ({entry['seconds']:.0f} s): {entry['error']}"
+    return f"{entry['run']}: {entry['status']}, val_acc {metrics.get('val_acc', float('nan')):.4f} " \
+           f"({entry['seconds']:.0f} s)"
+
+# %% ../nbs/24_sweep.ipynb #69f8118f
+def _train_pending(pending: list[dict], entries: dict, record: dict, sweep_dir: Path, notebook: Path, name: str,
+                   jobs: int):
+    "Train the `pending` runs `jobs` at a time, keeping sweep.json up to date and printing a line as each ends."
+    lock, slots = threading.Lock(), _gpu_slots(jobs)
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(_run_in_slot, slots, notebook, r, name, jobs): r for r in pending}
+        for i, f in enumerate(as_completed(futures), 1):
+            run, entry = futures[f], entries[futures[f]["run"]]
+            _finish(entry, run, f.result())
+            _write_record(sweep_dir, record, lock)
+            print(f"[{i}/{len(pending)}] {_line(entry, read_record(Path(run['dir']) / 'metrics.json'))}", flush=True)
+
+# %% ../nbs/24_sweep.ipynb #cf6579c1
+def _raise_failures(record: dict, sweep_dir: Path):
+    "One error naming every failed run of the sweep, if any failed."
+    failed = [e for e in record["runs"] if e["status"] == "failed"]
+    if failed: raise ValueError(f"{len(failed)} of {len(record['runs'])} runs failed (logs: RUN/papermill.log in "
+                                f"{sweep_dir}): " + "; ".join(f"{e['run']}: {e['error']}" for e in failed))
+
+# %% ../nbs/24_sweep.ipynb #72e0a7db
 def _table(record: dict) -> pd.DataFrame:
     rows = [{"run": r["run"], **r["params"], "status": r["status"], "val_acc": r.get("val_acc"),
              "seconds": r.get("seconds"), "error": r["error"]} for r in record["runs"]]
     return pd.DataFrame(rows).set_index("run")
-
-def _finish(entry: dict, run: dict, result: dict):
-    entry.update(result, val_acc=read_record(Path(run["dir"]) / "metrics.json").get("val_acc"))
 
 # %% ../nbs/24_sweep.ipynb #1d0a5e3d
 def sweep(
@@ -289,23 +345,11 @@ def sweep(
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
     nb = _notebook(notebook)
     sweep_dir, record, todo = _start(name, File or [], Param or [], random, sample_seed, out_dir, nb)
-    lock, entries = threading.Lock(), {e["run"]: e for e in record["runs"]}
-    pending = [r for r in todo if r["state"] not in ("finished", "busy")]
-    for r in todo:
-        if r["state"] == "finished": _finish(entries[r["run"]], r, {"status": "skipped", "seconds": 0.0})
-        if r["state"] == "busy": entries[r["run"]].update(status="failed", error="busy: another process trains it")
-    _write_record(sweep_dir, record, lock)
+    entries = {e["run"]: e for e in record["runs"]}
+    pending = _skip_done(todo, entries)
+    _write_record(sweep_dir, record, threading.Lock())
     print(f"sweep {name}: {len(todo)} runs, {len(todo) - len(pending)} finished or busy, {len(pending)} to train "
           f"({jobs} at a time) in {sweep_dir}", flush=True)
-    slots = _gpu_slots(jobs)
-    with ThreadPoolExecutor(jobs) as pool:
-        futures = {pool.submit(_run_in_slot, slots, nb, r, name, jobs): r for r in pending}
-        for i, f in enumerate(as_completed(futures), 1):
-            run, entry = futures[f], entries[futures[f]["run"]]
-            _finish(entry, run, f.result())
-            _write_record(sweep_dir, record, lock)
-            print(f"[{i}/{len(pending)}] {_line(entry, read_record(Path(run['dir']) / 'metrics.json'))}", flush=True)
-    failed = [e for e in record["runs"] if e["status"] == "failed"]
-    if failed: raise ValueError(f"{len(failed)} of {len(todo)} runs failed (logs: RUN/papermill.log in {sweep_dir}): "
-                                + "; ".join(f"{e['run']}: {e['error']}" for e in failed))
+    _train_pending(pending, entries, record, sweep_dir, nb, name, jobs)
+    _raise_failures(record, sweep_dir)
     return _table(record)

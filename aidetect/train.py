@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
@@ -42,7 +43,7 @@ from .utils import (atomic_write, autocast, barrier, broadcast_object, init_dist
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'seed_everything', 'epoch_seed', 'epoch_generator', 'RunLogger', 'train_one_epoch', 'StageTimer',
-           'claim_run_dir', 'fit', 'calibrate_checkpoint', 'show_run']
+           'claim_run_dir', 'calibrate_checkpoint', 'fit', 'show_run']
 
 # %% ../nbs/15_train.ipynb #a550a8e3
 def seed_everything(seed: int):
@@ -51,44 +52,17 @@ def seed_everything(seed: int):
     torch.use_deterministic_algorithms(True, warn_only=True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
+# %% ../nbs/15_train.ipynb #a4190902
 def epoch_seed(seed: int, epoch: int) -> int:
     "The seed of epoch `epoch` of a run seeded with `seed`."
     return seed * 100_003 + epoch
 
+# %% ../nbs/15_train.ipynb #e4b9653a
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     "The random generator for shuffling and augmenting epoch `epoch`."
     return torch.Generator().manual_seed(epoch_seed(seed, epoch))
 
 # %% ../nbs/15_train.ipynb #29557dc9
-class RunLogger:
-    "Log epoch metrics to `history.csv` in `run_dir` and to a W&B run (offline unless told otherwise)."
-    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_epoch: int = 0):
-        self.csv, resume = run_dir / "history.csv", resume_epoch > 0
-        rows = pd.read_csv(self.csv).to_dict("records") if resume and self.csv.exists() else []
-        self.rows = [r for r in rows if r["epoch"] <= resume_epoch]  # rows of an epoch that is being redone go
-        self.wandb = None
-        if cfg.wandb_mode != "disabled":
-            import wandb
-            os.environ.setdefault("WANDB_SILENT", "true")
-            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), mode=cfg.wandb_mode,
-                                    config=cfg.to_dict(), name=run_dir.name, resume="allow" if resume else None,
-                                    id=_wandb_id(run_dir, resume), settings=wandb.Settings(console="off"))
-
-    def log(self, row: dict):
-        self.rows.append(row)
-        atomic_write(self.csv, lambda tmp: pd.DataFrame(self.rows).to_csv(tmp, index=False))
-        if self.wandb: self.wandb.log(row, step=int(row["epoch"]))
-
-    def log_images(self, paths: list[Path]):
-        if self.wandb:
-            import wandb
-            self.wandb.log({p.stem: wandb.Image(str(p)) for p in paths})
-
-    def finish(self, summary: dict):
-        if self.wandb:
-            self.wandb.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-            self.wandb.finish()
-
 def _wandb_id(run_dir: Path, resume: bool) -> str:
     "A W&B id kept in the run folder, so that a resumed run continues the same W&B run."
     if os.environ.get("WANDB_RUN_ID"): return os.environ["WANDB_RUN_ID"]  # a W&B sweep agent chose it
@@ -96,39 +70,105 @@ def _wandb_id(run_dir: Path, resume: bool) -> str:
     if not (resume and f.exists()): f.write_text(uuid.uuid4().hex[:12])
     return f.read_text().strip()
 
+# %% ../nbs/15_train.ipynb #4e68c4a9
+def _wandb_run(run_dir: Path, cfg: TrainConfig, resume: bool):
+    "The run folder's W&B run, in `cfg.wandb_mode` (None when 'disabled')."
+    if cfg.wandb_mode == "disabled": return None
+    import wandb
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(project=cfg.wandb_project, dir=str(run_dir), mode=cfg.wandb_mode, config=cfg.to_dict(),
+                      name=run_dir.name, resume="allow" if resume else None, id=_wandb_id(run_dir, resume),
+                      settings=wandb.Settings(console="off"))
+
+# %% ../nbs/15_train.ipynb #ac7b069b
+class RunLogger:
+    "Log epoch metrics to `history.csv` in `run_dir` and to a W&B run (offline unless told otherwise)."
+    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_epoch: int = 0):
+        self.csv, resume = run_dir / "history.csv", resume_epoch > 0
+        rows = pd.read_csv(self.csv).to_dict("records") if resume and self.csv.exists() else []
+        self.rows = [r for r in rows if r["epoch"] <= resume_epoch]  # rows of an epoch that is being redone go
+        self.wandb = _wandb_run(run_dir, cfg, resume)
+
+# %% ../nbs/15_train.ipynb #b055a008
+@patch
+def log(self: RunLogger, row: dict):
+    "Append `row` (one epoch's metrics) to history.csv, rewritten whole and atomically, and to W&B."
+    self.rows.append(row)
+    atomic_write(self.csv, lambda tmp: pd.DataFrame(self.rows).to_csv(tmp, index=False))
+    if self.wandb: self.wandb.log(row, step=int(row["epoch"]))
+
+# %% ../nbs/15_train.ipynb #4dc95975
+@patch
+def log_images(self: RunLogger, paths: list[Path]):
+    "Send the plots at `paths` to W&B, named by their stems."
+    if self.wandb:
+        import wandb
+        self.wandb.log({p.stem: wandb.Image(str(p)) for p in paths})
+
+# %% ../nbs/15_train.ipynb #23761a38
+@patch
+def finish(self: RunLogger, summary: dict):
+    "Put the numbers of `summary` into the W&B run's summary and close it."
+    if self.wandb:
+        self.wandb.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        self.wandb.finish()
+
+# %% ../nbs/15_train.ipynb #2be988d4
+def _on_device(x: torch.Tensor, y: torch.Tensor, preprocess: Preprocess, device: torch.device):
+    "uint8 batch `x` normalised on `device` (channels-last on CUDA), and its labels `y` there."
+    x = preprocess.normalize(x.to(device, non_blocking=True)).contiguous(memory_format=memory_format(device))
+    return x, y.to(device, non_blocking=True)
+
+# %% ../nbs/15_train.ipynb #e08ba724
+def _train_step(model, x, y, optimizer, loss_fn, grad_clip: float, device: torch.device):
+    "One update on batch (`x`, `y`): (the loss, the logits)."
+    with autocast(device):
+        logits = model(x)
+        loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss, logits
+
+# %% ../nbs/15_train.ipynb #9151c7a2
+def _batch_stats(loss, logits, y) -> torch.Tensor:
+    "(loss sum, correct, seen) of one batch, on the device, in float64."
+    with torch.no_grad():
+        return torch.stack([loss.detach().double() * len(y), (logits.argmax(-1) == y).sum().double(),
+                            torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)])
+
+# %% ../nbs/15_train.ipynb #ee8f5f90
+def _show_progress(bar, stats: torch.Tensor):
+    "The running loss and accuracy on the progress bar (this waits for the device)."
+    total, correct, seen = stats.tolist()
+    bar.set_postfix(loss=f"{total / seen:.4f}", acc=f"{correct / seen:.3f}")
+
+# %% ../nbs/15_train.ipynb #221169cd
+def _means(stats: torch.Tensor, epoch: int) -> dict:
+    "Mean loss and accuracy from the summed `stats` of every process; an error if training diverged."
+    if is_distributed(): torch.distributed.all_reduce(stats)
+    total, correct, seen = stats.tolist()
+    if not math.isfinite(total):
+        raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss {total}): lower lr")
+    return {"loss": total / max(seen, 1), "acc": correct / max(seen, 1)}
+
 # %% ../nbs/15_train.ipynb #51909335
 def train_one_epoch(model, loader, optimizer, scheduler, preprocess: Preprocess, device: torch.device,
                     epoch: int, grad_clip: float = 1.0, progress: bool = True) -> dict:
     "Train `model` for one pass over `loader`; return the mean loss and accuracy (over all processes)."
     from tqdm.auto import tqdm
     train_mode(model)  # a frozen backbone stays in eval mode: its batch-norm statistics do not move
-    loss_fn, fmt = torch.nn.CrossEntropyLoss(), memory_format(device)
+    loss_fn, first = torch.nn.CrossEntropyLoss(), epoch * len(loader)
     stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, seen
-    updates = epoch * len(loader)
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not progress, leave=False)
     for step, (x, y) in enumerate(bar):
-        x = preprocess.normalize(x.to(device, non_blocking=True)).contiguous(memory_format=fmt)
-        y = y.to(device, non_blocking=True)
-        with autocast(device):
-            logits = model(x)
-            loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        updates += 1
-        if scheduler is not None: scheduler.step_update(updates)
-        with torch.no_grad():
-            stats += torch.stack([loss.detach().double() * len(y), (logits.argmax(-1) == y).sum().double(),
-                                  torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
-        if progress and step % 20 == 19:
-            total, correct, seen = stats.tolist()
-            bar.set_postfix(loss=f"{total / seen:.4f}", acc=f"{correct / seen:.3f}")
-    if is_distributed(): torch.distributed.all_reduce(stats)
-    total, correct, seen = stats.tolist()
-    if not math.isfinite(total):
-        raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss {total}): lower lr")
-    return {"loss": total / max(seen, 1), "acc": correct / max(seen, 1)}
+        x, y = _on_device(x, y, preprocess, device)
+        loss, logits = _train_step(model, x, y, optimizer, loss_fn, grad_clip, device)
+        if scheduler is not None: scheduler.step_update(first + step + 1)
+        stats += _batch_stats(loss, logits, y)
+        if progress and step % 20 == 19: _show_progress(bar, stats)
+    return _means(stats, epoch)
 
 # %% ../nbs/15_train.ipynb #ed6eb64f
 class StageTimer:
@@ -146,21 +186,58 @@ RUN_FILES = ("metrics.json", "run.json", "history.*", "*.safetensors", "*.onnx",
              "predictions_*.csv", "eval_*.json", "eval_*.csv", "eval_*.png", "robustness_*", "*_confusion.png",
              "*_roc.png", "*_reliability.png", "*_mistakes.png")  # glob patterns
 
+def _clear_record(run_dir: Path):
+    "Remove the files of a previous run's record (`RUN_FILES`) from `run_dir`."
+    for f in [f for pattern in RUN_FILES for f in run_dir.glob(pattern)]: f.unlink(missing_ok=True)
+
+# %% ../nbs/15_train.ipynb #1e899cd7
+def _lock(lock, run_dir: Path):
+    "Take the exclusive lock on the open file `lock` (RUN/.lock), or refuse `run_dir` at once."
+    try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RuntimeError(f"out_dir: {run_dir} is in use by another training run; choose another out_dir "
+                           "or wait for it to finish") from None
+
+# %% ../nbs/15_train.ipynb #c3f86f91
 @contextmanager
 def claim_run_dir(run_dir: Path, resume: bool = False):
     "Hold `run_dir` for one run (refusing it if another process holds it); a fresh run clears the old record."
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / ".lock", "a") as lock:
-        try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"out_dir: {run_dir} is in use by another training run; choose another out_dir "
-                               "or wait for it to finish") from None
-        if not resume:
-            for f in [f for pattern in RUN_FILES for f in run_dir.glob(pattern)]: f.unlink(missing_ok=True)
+        _lock(lock, run_dir)
+        if not resume: _clear_record(run_dir)
         try: yield run_dir
         finally: fcntl.flock(lock, fcntl.LOCK_UN)
 
+# %% ../nbs/15_train.ipynb #bdf2b827
+def _from_cache(cfg: TrainConfig, root: Path, rank: int, progress: bool):
+    "The dataset's cache: rank 0 prepares it (unless it is there), the others then open it."
+    args = (root, "train", cfg.img_size, cfg.crop_mode, None if cfg.cache == "auto" else cfg.cache)
+    kw = dict(allow_outside=cfg.allow_outside, reencode=cfg.reencode)
+    if rank == 0: cache = prepare_cache(*args, progress=progress, **kw)
+    barrier()
+    if rank: cache = prepare_cache(*args, progress=False, **kw)  # ready: this only opens it
+    return cache
+
 # %% ../nbs/15_train.ipynb #e0d5216c
+def _usable_images(cfg: TrainConfig, root: Path, rank: int, progress: bool):
+    "(usable rows, bad files, cache or None): from the cache, or the files checked one by one."
+    if cfg.cache in ("off", "device"):
+        df = read_dataset(root, allow_outside=cfg.allow_outside)
+        bad = bad_images(df, progress=progress and rank == 0)
+        return df[~df.path.isin(bad)].reset_index(drop=True), bad, None
+    cache = _from_cache(cfg, root, rank, progress)
+    return cache.good(), cache.bad, cache
+
+# %% ../nbs/15_train.ipynb #96d35948
+def _audit(cfg: TrainConfig, df: pd.DataFrame) -> str | None:
+    "The dataset audit's warning for this training table (computed once per dataset, then cached), shown now."
+    if not cfg.audit: return None
+    warning = audit_warning(df)
+    if warning: warnings.warn(f"{warning} (aidetect audit {cfg.data} reports it in full)", stacklevel=2)
+    return warning
+
+# %% ../nbs/15_train.ipynb #05a4335d
 def _with_generators(df: pd.DataFrame, root: Path, cfg: TrainConfig) -> pd.DataFrame:
     "`df` (rows of the cache or of the dataset) with the dataset's `generator` column, matched by path."
     if "generator" in df: return df
@@ -168,19 +245,21 @@ def _with_generators(df: pd.DataFrame, root: Path, cfg: TrainConfig) -> pd.DataF
     if "generator" not in source: return df  # every ai image is 'unknown'
     return df.merge(source[["path", "generator"]], on="path", how="left")
 
-def _usable_images(cfg: TrainConfig, root: Path, rank: int, progress: bool):
-    "(usable rows, bad files, cache or None): from the cache, or the files checked one by one."
-    if cfg.cache in ("off", "device"):
-        df = read_dataset(root, allow_outside=cfg.allow_outside)
-        bad = bad_images(df, progress=progress and rank == 0)
-        return df[~df.path.isin(bad)].reset_index(drop=True), bad, None
-    args = (root, "train", cfg.img_size, cfg.crop_mode, None if cfg.cache == "auto" else cfg.cache)
-    kw = dict(allow_outside=cfg.allow_outside, reencode=cfg.reencode)
-    if rank == 0: cache = prepare_cache(*args, progress=progress, **kw)
-    barrier()
-    if rank: cache = prepare_cache(*args, progress=False, **kw)  # ready: this only opens it
-    return cache.good(), cache.bad, cache
+# %% ../nbs/15_train.ipynb #b7d42023
+def _linked(df: pd.DataFrame, cfg: TrainConfig, root: Path, rank: int) -> pd.DataFrame:
+    "`df` grouped as `cfg.groups` says, by rank 0, on every process."
+    groups = load_groups(df, cfg.groups, root).group.tolist() if rank == 0 else None
+    return df.assign(group=broadcast_object(groups))
 
+# %% ../nbs/15_train.ipynb #78f5f106
+def _chosen(df: pd.DataFrame, cfg: TrainConfig, root: Path) -> pd.DataFrame:
+    "The rows of `df` from the generators `cfg.train_generators` names (every real one), with both classes."
+    if cfg.train_generators: df = filter_generators(_with_generators(df, root, cfg), cfg.train_generators)
+    if df.label.nunique() < 2:
+        raise ValueError(f"data: {cfg.data} needs images of both classes, found only {df.label.unique()}")
+    return df
+
+# %% ../nbs/15_train.ipynb #d7f714db
 def _prepare_data(cfg: TrainConfig, run_dir: Path, rank: int, progress: bool, timer: StageTimer):
     "(train table, validation table, bad files, cache or None, audit warning) for this run."
     if rank == 0: resolve_data(cfg.data)
@@ -189,22 +268,10 @@ def _prepare_data(cfg: TrainConfig, run_dir: Path, rank: int, progress: bool, ti
     with timer("check_files" if cfg.cache in ("off", "device") else "cache"):
         df, bad, cache = _usable_images(cfg, root, rank, progress)
     if rank == 0: report_bad_images(bad, run_dir)
-    if cfg.groups:  # rank 0 links pairs and duplicates (it may read every image), the others take its groups
-        with timer("groups"):
-            groups = load_groups(df, cfg.groups, root).group.tolist() if rank == 0 else None
-            df = df.assign(group=broadcast_object(groups))
+    if cfg.groups:
+        with timer("groups"): df = _linked(df, cfg, root, rank)
     with timer("audit"): warning = broadcast_object(_audit(cfg, df) if rank == 0 else None)
-    if cfg.train_generators: df = filter_generators(_with_generators(df, root, cfg), cfg.train_generators)
-    if df.label.nunique() < 2:
-        raise ValueError(f"data: {cfg.data} needs images of both classes, found only {df.label.unique()}")
-    return (*split_train_val(df, cfg.val_frac, cfg.seed), bad, cache, warning)
-
-def _audit(cfg: TrainConfig, df: pd.DataFrame) -> str | None:
-    "The dataset audit's warning for this training table (computed once per dataset, then cached), shown now."
-    if not cfg.audit: return None
-    warning = audit_warning(df)
-    if warning: warnings.warn(f"{warning} (aidetect audit {cfg.data} reports it in full)", stacklevel=2)
-    return warning
+    return (*split_train_val(_chosen(df, cfg, root), cfg.val_frac, cfg.seed), bad, cache, warning)
 
 # %% ../nbs/15_train.ipynb #d3f14847
 def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> tuple[torch.nn.Module, Preprocess]:
@@ -217,6 +284,7 @@ def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> tuple[to
     model = model.to(device, memory_format=memory_format(device))
     return model, Preprocess.for_model(model, cfg.img_size, cfg.crop_mode, cfg.reencode)
 
+# %% ../nbs/15_train.ipynb #90893394
 def _optimization(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, steps_per_epoch: int):
     "timm's AdamW and cosine schedule with warm-up."
     optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -233,6 +301,7 @@ def _save_state(path: Path, model, optimizer, scheduler, epoch: int, best: dict)
              "epoch": epoch, "best": best}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
+# %% ../nbs/15_train.ipynb #26c58ba8
 def _load_state(path: Path, model, optimizer, scheduler, device: torch.device) -> tuple[int, dict | None]:
     "Restore the state saved at `path`: (first epoch to run, best metrics so far)."
     state = torch.load(path, map_location=device, weights_only=True)
@@ -240,22 +309,9 @@ def _load_state(path: Path, model, optimizer, scheduler, device: torch.device) -
     optimizer.load_state_dict(state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
     return state["epoch"] + 1, state["best"]
 
+# %% ../nbs/15_train.ipynb #c83c4e71
 def _is_better(new: dict, best: dict | None) -> bool:
     return best is None or (new["acc"], -new["loss"]) > (best["acc"], -best["loss"])
-
-# %% ../nbs/15_train.ipynb #16b29dd2
-def fit(cfg: TrainConfig, progress: bool = True, on_epoch_end=None) -> dict:
-    "Train a detector as `cfg` says; write the run record to `cfg.out_dir` and return its metrics."
-    rank, world, device, started = init_distributed(cfg.device)
-    try:
-        if cfg.batch_size % world:
-            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
-        run_dir = resolve_run_dir(cfg.out_dir)
-        if rank: return _train_run(cfg, run_dir, False, on_epoch_end, rank, world, device)
-        with claim_run_dir(run_dir, cfg.resume):  # rank 0 alone writes the record
-            return _train_run(cfg, run_dir, progress, on_epoch_end, rank, world, device)
-    finally:
-        if started: torch.distributed.destroy_process_group()
 
 # %% ../nbs/15_train.ipynb #1d9d2da1
 @dataclass
@@ -273,77 +329,102 @@ class _Run:
     logger: RunLogger | None      # rank 0 only
     device: torch.device
 
+# %% ../nbs/15_train.ipynb #c5847611
+def _resume(cfg: TrainConfig, run_dir: Path, model, optimizer, scheduler, rank: int, device: torch.device):
+    "(first epoch, best metrics so far): from the saved state when resuming, else (0, None)."
+    if not (cfg.resume and (run_dir / "last_state.pt").exists()): return 0, None
+    start, best = _load_state(run_dir / "last_state.pt", model, optimizer, scheduler, device)
+    if rank == 0: print(f"Resuming {run_dir} at epoch {start + 1}")
+    return start, best
+
+# %% ../nbs/15_train.ipynb #792ee5e9
+def _parallel(cfg: TrainConfig, model: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
+    "The model the steps train: `model` under DDP across processes, compiled when asked for."
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return torch.compile(model) if cfg.compile else model
+
+# %% ../nbs/15_train.ipynb #86b656db
+def _checkpoint_meta(cfg: TrainConfig, preprocess: Preprocess, run_dir: Path) -> dict:
+    "What every checkpoint of the run carries: how to rebuild and feed the model, and the parameters."
+    return dict(arch=cfg.arch, classes=list(CLASSES), preprocess=preprocess.to_dict(), params=cfg.to_dict(),
+                run_id=run_dir.name)
+
+# %% ../nbs/15_train.ipynb #5c8b87b5
+def _run_loader(cfg: TrainConfig, preprocess: Preprocess, cache, device: torch.device, rank: int,
+                world: int) -> partial:
+    "`create_loader` with the run's preprocessing, cache, device and this process's share of each batch."
+    return partial(create_loader, preprocess=preprocess, cache=cache, device=device, num_workers=cfg.num_workers,
+                   threads=cfg.threads, rank=rank, world=world, decode_on="device" if cfg.cache == "device" else "cpu")
+
+# %% ../nbs/15_train.ipynb #b2453d51
 def _start(cfg: TrainConfig, run_dir: Path, n_train: int, cache, rank: int, world: int, device: torch.device,
            timer: StageTimer) -> tuple[_Run, int, dict | None]:
     "The run's model, optimizer and loaders, resumed when asked: (run, first epoch, best metrics so far)."
     with timer("model"):
         model, preprocess = _build_model(cfg, device, world)
         optimizer, scheduler = _optimization(cfg, model, device, n_train // cfg.batch_size)
-    start, best = 0, None
-    if cfg.resume and (run_dir / "last_state.pt").exists():
-        start, best = _load_state(run_dir / "last_state.pt", model, optimizer, scheduler, device)
-        if rank == 0: print(f"Resuming {run_dir} at epoch {start + 1}")
-    train_model = torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
-    if cfg.compile: train_model = torch.compile(train_model)
-    meta = dict(arch=cfg.arch, classes=list(CLASSES), preprocess=preprocess.to_dict(), params=cfg.to_dict(),
-                run_id=run_dir.name)
-    loader = partial(create_loader, preprocess=preprocess, cache=cache, device=device, num_workers=cfg.num_workers,
-                     threads=cfg.threads, rank=rank, world=world,
-                     decode_on="device" if cfg.cache == "device" else "cpu")
+    start, best = _resume(cfg, run_dir, model, optimizer, scheduler, rank, device)
     logger = RunLogger(run_dir, cfg, resume_epoch=start) if rank == 0 else None
-    return _Run(cfg, run_dir, model, train_model, optimizer, scheduler, preprocess, meta, loader, logger,
-                device), start, best
+    return _Run(cfg, run_dir, model, _parallel(cfg, model, world, device), optimizer, scheduler, preprocess,
+                _checkpoint_meta(cfg, preprocess, run_dir), _run_loader(cfg, preprocess, cache, device, rank, world),
+                logger, device), start, best
 
 # %% ../nbs/15_train.ipynb #5a032832
-def _epoch(run: _Run, epoch: int, train_df: pd.DataFrame, val_df: pd.DataFrame, best: dict | None,
-           progress: bool) -> tuple[dict | None, int]:
-    "Train and validate epoch `epoch`, log it, write its checkpoints: (best metrics so far, images trained on)."
-    cfg, main = run.cfg, run.logger is not None
-    torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout & co. see the same randomness after a resume
-    train_loader = run.loader(train_df, batch_size=cfg.batch_size, train=True, aug_blur=cfg.aug_blur,
-                              aug_jpeg=cfg.aug_jpeg, generator=epoch_generator(cfg.seed, epoch))
-    train = train_one_epoch(run.train_model, train_loader, run.optimizer, run.scheduler, run.preprocess, run.device,
-                            epoch, cfg.grad_clip, progress)
-    detector = Detector(run.model, run.preprocess, run.meta, run.device)
-    val_probs, val_labels = predict_loader(detector, run.loader(val_df, batch_size=cfg.batch_size * 2))
-    val = classification_metrics(val_labels, val_probs)
-    if main: _log_epoch(run.logger, epoch, cfg.epochs, train, val, run.optimizer.param_groups[0]["lr"])
-    if _is_better(val, best):
-        best = {**val, "epoch": epoch + 1}
-        if main: save_checkpoint(run.run_dir / "best.safetensors", run.model, {**run.meta, "metrics": best,
-                                                                               "epoch": epoch + 1})
-    if main:
-        save_checkpoint(run.run_dir / "last.safetensors", run.model, {**run.meta, "metrics": val, "epoch": epoch + 1})
-        _save_state(run.run_dir / "last_state.pt", run.model, run.optimizer, run.scheduler, epoch, best)
-    return best, len(train_loader) * cfg.batch_size
-
 def _log_epoch(logger: RunLogger, epoch: int, epochs: int, train: dict, val: dict, lr: float):
     logger.log({"epoch": epoch + 1, "train/loss": train["loss"], "train/acc": train["acc"], "val/loss": val["loss"],
                 "val/acc": val["acc"], "val/auc": val["auc"], "val/f1": val["f1"], "lr": lr})
     print(f"epoch {epoch + 1}/{epochs}: train loss {train['loss']:.4f} acc {train['acc']:.4f} | "
           f"val loss {val['loss']:.4f} acc {val['acc']:.4f} auc {val['auc']:.4f}")
 
-# %% ../nbs/15_train.ipynb #94501548
-def _train_run(cfg: TrainConfig, run_dir: Path, progress: bool, on_epoch_end, rank: int, world: int,
-               device: torch.device) -> dict:
-    timer = StageTimer()
-    seed_everything(cfg.seed)
-    train_df, val_df, bad, cache, audit = _prepare_data(cfg, run_dir, rank, progress, timer)
-    if len(train_df) < cfg.batch_size:  # the last partial batch is dropped: an epoch would have no step at all
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_df)} training images")
-    run, start, best = _start(cfg, run_dir, len(train_df), cache, rank, world, device, timer)
+# %% ../nbs/15_train.ipynb #2201ae62
+def _record_epoch(run: _Run, epoch: int, train: dict, val: dict, best: dict, improved: bool):
+    "Log epoch `epoch` and write its checkpoints: `best` when it improved, `last`, the resume state (rank 0)."
+    _log_epoch(run.logger, epoch, run.cfg.epochs, train, val, run.optimizer.param_groups[0]["lr"])
+    if improved: save_checkpoint(run.run_dir / "best.safetensors", run.model, {**run.meta, "metrics": best,
+                                                                                 "epoch": epoch + 1})
+    save_checkpoint(run.run_dir / "last.safetensors", run.model, {**run.meta, "metrics": val, "epoch": epoch + 1})
+    _save_state(run.run_dir / "last_state.pt", run.model, run.optimizer, run.scheduler, epoch, best)
+
+# %% ../nbs/15_train.ipynb #02f97d07
+def _validate(run: _Run, val_df: pd.DataFrame) -> dict:
+    "The validation metrics of the run's current weights."
+    detector = Detector(run.model, run.preprocess, run.meta, run.device)
+    val_probs, val_labels = predict_loader(detector, run.loader(val_df, batch_size=run.cfg.batch_size * 2))
+    return classification_metrics(val_labels, val_probs)
+
+# %% ../nbs/15_train.ipynb #c5a1c8d7
+def _epoch(run: _Run, epoch: int, train_df: pd.DataFrame, val_df: pd.DataFrame, best: dict | None,
+           progress: bool) -> tuple[dict | None, int]:
+    "Train and validate epoch `epoch`, log it, write its checkpoints: (best metrics so far, images trained on)."
+    cfg = run.cfg
+    torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout & co. see the same randomness after a resume
+    train_loader = run.loader(train_df, batch_size=cfg.batch_size, train=True, aug_blur=cfg.aug_blur,
+                              aug_jpeg=cfg.aug_jpeg, generator=epoch_generator(cfg.seed, epoch))
+    train = train_one_epoch(run.train_model, train_loader, run.optimizer, run.scheduler, run.preprocess, run.device,
+                            epoch, cfg.grad_clip, progress)
+    val = _validate(run, val_df)
+    if improved := _is_better(val, best): best = {**val, "epoch": epoch + 1}
+    if run.logger is not None: _record_epoch(run, epoch, train, val, best, improved)
+    return best, len(train_loader) * cfg.batch_size
+
+# %% ../nbs/15_train.ipynb #fe1e14e0
+def _run_epochs(run: _Run, start: int, train_df: pd.DataFrame, val_df: pd.DataFrame, best: dict | None,
+                progress: bool, on_epoch_end) -> int:
+    "Train epochs `start`, ... of the run, calling `on_epoch_end(epoch)` after each: the images trained on."
     images = 0
-    with timer("epochs"):
-        for epoch in range(start, cfg.epochs):
-            best, n = _epoch(run, epoch, train_df, val_df, best, progress)
-            images += n
-            if on_epoch_end: on_epoch_end(epoch)
-    barrier()
-    timing = dict(seconds=timer.seconds["epochs"], train_images=images, world_size=world,
-                  cache=str(cache.root) if cache is not None else None)
-    metrics = _finish_run(run, train_df, val_df, bad, timing, timer, audit) if rank == 0 else None
-    return broadcast_object(metrics)
+    for epoch in range(start, run.cfg.epochs):
+        best, n = _epoch(run, epoch, train_df, val_df, best, progress)
+        images += n
+        if on_epoch_end: on_epoch_end(epoch)
+    return images
+
+# %% ../nbs/15_train.ipynb #8b140cce
+def _calibration(logits: np.ndarray, labels: np.ndarray, temperature: bool) -> dict:
+    "The threshold of maximum balanced accuracy on (`logits`, `labels`), after a fitted temperature if asked for."
+    t = fit_temperature(logits, labels) if temperature and len(np.unique(labels)) == 2 else 1.0
+    probs = torch.from_numpy(logits / t).softmax(-1)[:, 1].numpy()
+    return {"threshold": choose_threshold(labels, probs), **({"temperature": t} if temperature else {})}
 
 # %% ../nbs/15_train.ipynb #4b46b585
 def calibrate_checkpoint(path: Path, val_df: pd.DataFrame, temperature: bool = False, batch_size: int = 128,
@@ -351,41 +432,24 @@ def calibrate_checkpoint(path: Path, val_df: pd.DataFrame, temperature: bool = F
     "Choose the threshold (and fit a temperature) of checkpoint `path` on labelled `val_df`; store them in it."
     detector = Detector.load(path, device=device)
     loader = create_loader(val_df, detector.preprocess, batch_size, device=detector.device, num_workers=num_workers)
-    logits, labels = predict_logits(detector, loader)
-    t = fit_temperature(logits, labels) if temperature and len(np.unique(labels)) == 2 else 1.0
-    probs = torch.from_numpy(logits / t).softmax(-1)[:, 1].numpy()
-    calibration = {"threshold": choose_threshold(labels, probs), **({"temperature": t} if temperature else {})}
+    calibration = _calibration(*predict_logits(detector, loader), temperature)
     meta = {k: v for k, v in detector.meta.items() if k not in ("threshold", "temperature")}
     save_checkpoint(path, detector.model, {**meta, **calibration})
     return calibration
 
-# %% ../nbs/15_train.ipynb #844c25e8
-def _finish_run(run: _Run, train_df: pd.DataFrame, val_df: pd.DataFrame, bad: dict, timing: dict,
-                timer: StageTimer, audit: str | None = None) -> dict:
-    "Calibrate and score the best checkpoint, draw the plots, profile the images; write metrics.json and run.json."
-    cfg, run_dir, device = run.cfg, run.run_dir, run.device
+# %% ../nbs/15_train.ipynb #500f65e1
+def _score_best(run: _Run, val_df: pd.DataFrame, timer: StageTimer) -> tuple[dict, np.ndarray, int]:
+    "Calibrate the best checkpoint and score it on validation: (metrics, P(ai) per image, its epoch)."
+    cfg, best = run.cfg, run.run_dir / "best.safetensors"
     with timer("calibration"):
-        calibrate_checkpoint(run_dir / "best.safetensors", val_df, cfg.temperature_scaling, cfg.batch_size * 2,
-                             cfg.num_workers, device)
-    detector = Detector.load(run_dir / "best.safetensors", device=device)
+        calibrate_checkpoint(best, val_df, cfg.temperature_scaling, cfg.batch_size * 2, cfg.num_workers, run.device)
+    detector = Detector.load(best, device=run.device)
     with timer("evaluation"):
-        val, _, val_probs = score_table(detector, val_df, run_dir, "val", cfg.batch_size * 2, cfg.num_workers,
+        val, _, val_probs = score_table(detector, val_df, run.run_dir, "val", cfg.batch_size * 2, cfg.num_workers,
                                         plots=False)
-    with timer("plots"): plots = _plots(run_dir, val_df, val_probs, run.logger)
-    with timer("profile"): write_reference_profile(run_dir, train_df, val_probs, seed=cfg.seed)  # drift's reference
-    metrics = {**{f"val_{k}": v for k, v in val.items()}, "best_epoch": detector.meta["epoch"],
-               "n_train": len(train_df), "n_val": len(val_df), "skipped_files": len(bad), "bad_files": bad,
-               "audit_warning": audit, "params": cfg.to_dict()}
-    write_json(run_dir / "metrics.json", metrics)
-    speed = timing["train_images"] / max(timing["seconds"], 1e-9)
-    write_json(run_dir / "run.json", {**timing, "train_img_per_s": speed,
-                                      "stages_s": {k: round(v, 3) for k, v in timer.seconds.items()},
-                                      "device": str(device), "torch": torch.__version__,
-                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    run.logger.log_images(plots)
-    run.logger.finish(metrics)
-    return metrics
+    return val, val_probs, detector.meta["epoch"]
 
+# %% ../nbs/15_train.ipynb #1bbc7686
 def _plots(run_dir: Path, val_df: pd.DataFrame, val_probs: np.ndarray, logger: RunLogger) -> list[Path]:
     "The validation plots and the learning curves, as PNGs in `run_dir`."
     import matplotlib.pyplot as plt
@@ -393,21 +457,85 @@ def _plots(run_dir: Path, val_df: pd.DataFrame, val_probs: np.ndarray, logger: R
     fig = plot_history(pd.DataFrame(logger.rows)); fig.savefig(run_dir / "history.png", dpi=110); plt.close(fig)
     return [*plots, run_dir / "history.png"]
 
+# %% ../nbs/15_train.ipynb #016b973c
+def _run_record(run: _Run, timing: dict, timer: StageTimer) -> dict:
+    "run.json: the timings and where they were measured."
+    speed = timing["train_images"] / max(timing["seconds"], 1e-9)
+    return {**timing, "train_img_per_s": speed, "stages_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+            "device": str(run.device), "torch": torch.__version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+# %% ../nbs/15_train.ipynb #844c25e8
+def _finish_run(run: _Run, train_df: pd.DataFrame, val_df: pd.DataFrame, bad: dict, timing: dict,
+                timer: StageTimer, audit: str | None = None) -> dict:
+    "Calibrate and score the best checkpoint, draw the plots, profile the images; write metrics.json and run.json."
+    cfg, run_dir = run.cfg, run.run_dir
+    val, val_probs, best_epoch = _score_best(run, val_df, timer)
+    with timer("plots"): plots = _plots(run_dir, val_df, val_probs, run.logger)
+    with timer("profile"): write_reference_profile(run_dir, train_df, val_probs, seed=cfg.seed)  # drift's reference
+    metrics = {**{f"val_{k}": v for k, v in val.items()}, "best_epoch": best_epoch,
+               "n_train": len(train_df), "n_val": len(val_df), "skipped_files": len(bad), "bad_files": bad,
+               "audit_warning": audit, "params": cfg.to_dict()}
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "run.json", _run_record(run, timing, timer))
+    run.logger.log_images(plots)
+    run.logger.finish(metrics)
+    return metrics
+
+# %% ../nbs/15_train.ipynb #94501548
+def _train_run(cfg: TrainConfig, run_dir: Path, progress: bool, on_epoch_end, rank: int, world: int,
+               device: torch.device) -> dict:
+    "One process's share of the run: prepare, train, and (rank 0) write the record; the metrics, on every process."
+    timer = StageTimer()
+    seed_everything(cfg.seed)
+    train_df, val_df, bad, cache, audit = _prepare_data(cfg, run_dir, rank, progress, timer)
+    if len(train_df) < cfg.batch_size:  # the last partial batch is dropped: an epoch would have no step at all
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_df)} training images")
+    run, start, best = _start(cfg, run_dir, len(train_df), cache, rank, world, device, timer)
+    with timer("epochs"): images = _run_epochs(run, start, train_df, val_df, best, progress, on_epoch_end)
+    barrier()
+    timing = dict(seconds=timer.seconds["epochs"], train_images=images, world_size=world,
+                  cache=str(cache.root) if cache is not None else None)
+    metrics = _finish_run(run, train_df, val_df, bad, timing, timer, audit) if rank == 0 else None
+    return broadcast_object(metrics)
+
+# %% ../nbs/15_train.ipynb #16b29dd2
+def fit(cfg: TrainConfig, progress: bool = True, on_epoch_end=None) -> dict:
+    "Train a detector as `cfg` says; write the run record to `cfg.out_dir` and return its metrics."
+    rank, world, device, started = init_distributed(cfg.device)
+    try:
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
+        run_dir = resolve_run_dir(cfg.out_dir)
+        if rank: return _train_run(cfg, run_dir, False, on_epoch_end, rank, world, device)
+        with claim_run_dir(run_dir, cfg.resume):  # rank 0 alone writes the record
+            return _train_run(cfg, run_dir, progress, on_epoch_end, rank, world, device)
+    finally:
+        if started: torch.distributed.destroy_process_group()
+
+# %% ../nbs/15_train.ipynb #f6b60ebb
+def _record_of(run_dir: Path, split: str) -> dict:
+    "The metrics of `split` in `run_dir`: metrics.json for 'val', else the evaluation's eval_SPLIT.json."
+    record = run_dir / ("metrics.json" if split == "val" else f"eval_{split}.json")
+    metrics = read_json(record)
+    if metrics is None: raise FileNotFoundError(f"{record} does not exist or is cut short: has the run finished?")
+    return metrics
+
+# %% ../nbs/15_train.ipynb #443b0b87
+def _plots_of(run_dir: Path, split: str) -> list[Path]:
+    "The plots of `split` that `run_dir` holds, in the order they are shown."
+    plots = ("confusion", "roc", "reliability", "mistakes")
+    names = ["history.png"] * (split == "val") + [f"{split}_{n}.png" for n in plots]
+    return [run_dir / n for n in [*names, f"eval_{split}_by_generator.png"] if (run_dir / n).exists()]
+
 # %% ../nbs/15_train.ipynb #20272628
 def show_run(run_dir: str | os.PathLike, split: str = "val"):
     "Display the metrics and plots of `split` ('val' from training, or an evaluated split) of a run folder."
     from IPython.display import Image, display
     run_dir = resolve_run_dir(run_dir)
-    record = run_dir / ("metrics.json" if split == "val" else f"eval_{split}.json")
-    metrics = read_json(record)
-    if metrics is None: raise FileNotFoundError(f"{record} does not exist or is cut short: has the run finished?")
+    metrics = _record_of(run_dir, split)
     key = metrics.get("split", split)  # an evaluation with several crops is recorded as `<split>_crops<k>`
     display(pd.Series({k: v for k, v in metrics.items() if k.startswith(f"{key}_") and not isinstance(v, list)},
                       name=split).to_frame())
     if split == "val" and (stages := (read_json(run_dir / "run.json") or {}).get("stages_s")):
         display(pd.Series(stages, name="seconds").rename_axis("stage").to_frame().round(2))
-    plots = ("confusion", "roc", "reliability", "mistakes")
-    names = ["history.png"] * (split == "val") + [f"{split}_{n}.png" for n in plots]
-    names.append(f"eval_{split}_by_generator.png")
-    for name in names:
-        if (run_dir / name).exists(): display(Image(filename=str(run_dir / name)))
+    for p in _plots_of(run_dir, split): display(Image(filename=str(p)))

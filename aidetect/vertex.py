@@ -38,6 +38,7 @@ def papermill_command(notebook: str, output: str, files: list[str] = (), params:
     return ["papermill", str(notebook), str(output), *[a for f in files for a in ("-f", str(f))],
             *[a for k, v in (params or {}).items() for a in ("-p", k, str(v))]]
 
+# %% ../nbs/25_vertex.ipynb #8e3f717e
 def aidetect_command(command: str, files: list[str] = (), params: dict | None = None) -> list[str]:
     "The console-script equivalent: `aidetect COMMAND -q -f FILE ... -p NAME VALUE ...`."
     return ["aidetect", command, "-q", *[a for f in files for a in ("-f", str(f))],
@@ -63,10 +64,12 @@ def _quote(word: str) -> str:
         last = m.end()
     return "".join(parts) + (shlex.quote(word[last:]) if last < len(word) or not parts else "")
 
+# %% ../nbs/25_vertex.ipynb #59e4c159
 def shell_line(command: list[str], folder: str) -> str:
     "`mkdir -p folder && exec command`, quoted for `sh -c`."
     return f"mkdir -p {shlex.quote(folder)} && exec " + " ".join(_quote(w) for w in command)
 
+# %% ../nbs/25_vertex.ipynb #efc3ca52
 def expand_line(line: str, env: dict[str, str] | None = None) -> list[list[str]]:
     "The commands (word lists) that `sh -c line` runs, with `${VAR:?}` references taken from `env`."
     def value(m):
@@ -85,6 +88,7 @@ def bucket_name(bucket: str) -> str:
     if not m: raise ValueError(f"bucket must be gs://NAME (a Cloud Storage bucket), got {bucket!r}")
     return m.group(1)
 
+# %% ../nbs/25_vertex.ipynb #3b001b17
 def gcs_path(value: str, bucket: str) -> str:
     "Where path `value` lies in the job's container, with `bucket` mounted at /gcs/NAME."
     value = str(value)
@@ -100,6 +104,7 @@ def _project() -> Path:
         raise ValueError("aidetect vertex builds jobs from the project folder (with nbs/ and params/): run it there")
     return root
 
+# %% ../nbs/25_vertex.ipynb #ec730529
 def notebook_parameters(action: str) -> dict:
     "The parameters (name → default value) of the experiment notebook that `action` runs."
     import papermill
@@ -107,7 +112,9 @@ def notebook_parameters(action: str) -> dict:
     info = papermill.inspect_notebook(str(_project() / NOTEBOOKS[action]))
     return {k: ast.literal_eval(v["default"]) for k, v in info.items()}
 
+# %% ../nbs/25_vertex.ipynb #fae455d8
 def _read_files(files: list[str], root: Path) -> dict:
+    "The values of the YAML parameter `files` (later ones win), which must lie in the project; gs:// files are skipped."
     values = {}
     for f in files:
         if str(f).startswith("gs://"): continue  # read by papermill in the job; nothing to check here
@@ -130,6 +137,13 @@ def job_parameters(action: str, files: list[str], params: dict, bucket: str) -> 
     overrides.update({k: v for k, v in paths.items() if k not in params and v != values[k]})
     return overrides, {**values, **overrides}
 
+# %% ../nbs/25_vertex.ipynb #1c7d402c
+def _machine_spec(machine: str, accelerator: str, gpus_per_node: int) -> dict:
+    "The machine of each node, with `gpus_per_node` accelerators unless `accelerator` is ''."
+    if accelerator: return {"machineType": machine, "acceleratorType": accelerator, "acceleratorCount": gpus_per_node}
+    if gpus_per_node > 1: raise ValueError("gpus_per_node > 1 needs an accelerator")
+    return {"machineType": machine}
+
 # %% ../nbs/25_vertex.ipynb #09b2c51f
 def job_spec(line: str, image: str, machine: str = "n1-standard-8", accelerator: str = "NVIDIA_TESLA_T4",
              gpus_per_node: int = 1, nodes: int = 1, disk_gb: int = 200) -> dict:
@@ -137,15 +151,13 @@ def job_spec(line: str, image: str, machine: str = "n1-standard-8", accelerator:
     if nodes < 1 or gpus_per_node < 1: raise ValueError("nodes and gpus_per_node must be at least 1")
     if not image: raise ValueError("image: give the container image URI (the Dockerfile's image, pushed to "
                                    "Artifact Registry: REGION-docker.pkg.dev/PROJECT/REPO/aidetect:TAG)")
-    machine_spec = {"machineType": machine}
-    if accelerator: machine_spec.update(acceleratorType=accelerator, acceleratorCount=gpus_per_node)
-    elif gpus_per_node > 1: raise ValueError("gpus_per_node > 1 needs an accelerator")
-    pool = {"machineSpec": machine_spec, "replicaCount": 1,
+    pool = {"machineSpec": _machine_spec(machine, accelerator, gpus_per_node), "replicaCount": 1,
             "diskSpec": {"bootDiskType": "pd-ssd", "bootDiskSizeGb": disk_gb},
             "containerSpec": {"imageUri": image, "command": ["sh", "-c", line]}}
     others = [{**copy.deepcopy(pool), "replicaCount": nodes - 1}] if nodes > 1 else []  # no YAML aliases
     return {"workerPoolSpecs": [pool, *others]}
 
+# %% ../nbs/25_vertex.ipynb #0732bef0
 def custom_job(spec: dict, display_name: str):
     "`spec` as the client library's `CustomJob` (google-cloud-aiplatform): a wrong field or enum fails here."
     from google.cloud.aiplatform_v1.types import CustomJob, CustomJobSpec
@@ -153,17 +165,36 @@ def custom_job(spec: dict, display_name: str):
 
 # %% ../nbs/25_vertex.ipynb #7902aca4
 def _out_folder(action: str, values: dict) -> str:
+    "The run folder of the job: `out_dir` for training, the checkpoint's run folder for an evaluation."
     if action == "train": return str(values["out_dir"])
     run = str(values["checkpoint"])
     return run if not run.endswith((".safetensors", ".onnx")) else str(Path(run).parent)
 
+# %% ../nbs/25_vertex.ipynb #96b49bdb
 def _command(action: str, files: list[str], overrides: dict, values: dict, gpus_per_node: int, nodes: int):
+    "(the job's command, its run folder): papermill on one GPU, else `aidetect train` under torchrun."
     folder = _out_folder(action, values)
     if gpus_per_node * nodes == 1:
         return papermill_command(NOTEBOOKS[action], f"{folder}/{action}.ipynb", files, overrides), folder
     if action != "train": raise ValueError(f"{action} runs on one GPU: use gpus_per_node=1 and nodes=1")
     return torchrun_command(aidetect_command("train", files, overrides), gpus_per_node, nodes), folder
 
+# %% ../nbs/25_vertex.ipynb #2f0a3fea
+def _display_name(name: str | None, kind: str, folder: str, trial: str | None) -> str:
+    "The job's name: `name`, or aidetect-KIND-RUN_FOLDER; a sweep's trial adds its own folder's name."
+    if trial is None: return (name or f"aidetect-{kind}-{Path(folder).name}")[:128]
+    return f"{name or f'aidetect-{kind}-{Path(folder).parent.name}'}-{trial}"[:128]
+
+# %% ../nbs/25_vertex.ipynb #886c7b79
+def _job(kind: str, files: list[str], point: dict, bucket: str, image: str, machine: str, accelerator: str,
+         gpus_per_node: int, nodes: int, name: str | None, trial: str | None) -> dict:
+    "The job that runs `kind` with parameters `point`: its display name, command, run folder and specification."
+    overrides, values = job_parameters(kind, files, point, bucket)
+    command, folder = _command(kind, files, overrides, values, gpus_per_node, nodes)
+    spec = job_spec(shell_line(command, folder), image, machine, accelerator, gpus_per_node, nodes)
+    return dict(display_name=_display_name(name, kind, folder, trial), command=command, folder=folder, spec=spec)
+
+# %% ../nbs/25_vertex.ipynb #3f930d9c
 def plan_jobs(action: str, files: list[str], params: dict, bucket: str, image: str, machine: str = "n1-standard-8",
               accelerator: str = "NVIDIA_TESLA_T4", gpus_per_node: int = 1, nodes: int = 1,
               name: str | None = None) -> list[dict]:
@@ -171,18 +202,12 @@ def plan_jobs(action: str, files: list[str], params: dict, bucket: str, image: s
     if action not in ("train", "evaluate", "sweep"): raise ValueError(f"unknown action {action!r}")
     grid = sweep_grid(params) if action == "sweep" else [("", params)]
     varying = [k for k in grid[0][1] if len({str(p[k]) for _, p in grid}) > 1]
-    kind, jobs = ("train" if action == "sweep" else action), []
-    for trial, point in grid:
-        if varying:  # each trial in its own folder under the sweep's out_dir
-            base = job_parameters(kind, files, {k: v for k, v in params.items() if k not in varying}, bucket)[1]
-            point = {**point, "out_dir": f"{base['out_dir']}/{trial}"}
-        overrides, values = job_parameters(kind, files, point, bucket)
-        command, folder = _command(kind, files, overrides, values, gpus_per_node, nodes)
-        stem = name or f"aidetect-{kind}-{Path(folder).parent.name if varying else Path(folder).name}"
-        spec = job_spec(shell_line(command, folder), image, machine, accelerator, gpus_per_node, nodes)
-        jobs.append(dict(display_name=f"{stem}-{trial}"[:128] if varying else stem[:128], command=command,
-                         folder=folder, spec=spec))
-    return jobs
+    kind = "train" if action == "sweep" else action
+    if varying:  # each trial in its own folder under the sweep's out_dir
+        out = job_parameters(kind, files, {k: v for k, v in params.items() if k not in varying}, bucket)[1]["out_dir"]
+        grid = [(trial, {**point, "out_dir": f"{out}/{trial}"}) for trial, point in grid]
+    return [_job(kind, files, point, bucket, image, machine, accelerator, gpus_per_node, nodes, name,
+                 trial if varying else None) for trial, point in grid]
 
 # %% ../nbs/25_vertex.ipynb #cf7f1c27
 def spec_yaml(job: dict, project: str | None = None, region: str = "us-central1") -> str:
@@ -192,6 +217,7 @@ def spec_yaml(job: dict, project: str | None = None, region: str = "us-central1"
             f"--display-name={job['display_name']} --config=THIS_FILE.yaml\n")
     return head + yaml.safe_dump(job["spec"], sort_keys=False, width=10_000)
 
+# %% ../nbs/25_vertex.ipynb #404cfcae
 def console_url(resource: str) -> str:
     "The Cloud console page of CustomJob `resource` (projects/P/locations/R/customJobs/ID)."
     m = re.fullmatch(r"projects/([^/]+)/locations/([^/]+)/customJobs/([^/]+)", resource)
@@ -199,6 +225,7 @@ def console_url(resource: str) -> str:
     project, region, job = m.groups()
     return f"https://console.cloud.google.com/vertex-ai/locations/{region}/training/{job}/cpu?project={project}"
 
+# %% ../nbs/25_vertex.ipynb #98d8e8fd
 def submit_job(job: dict, project: str, region: str) -> str:
     "Create the CustomJob on Vertex AI with google-cloud-aiplatform; return its console page."
     try: from google.cloud import aiplatform_v1
