@@ -7,14 +7,11 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 # %% ../nbs/15_train.ipynb #af9b3308
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import random
 import time
-import uuid
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,12 +35,12 @@ from .model import Detector, create_detector, freeze_backbone, save_checkpoint, 
 from .pairs import load_groups
 from .preprocess import Preprocess
 from .profile import write_reference_profile
+from .record import RunLogger, StageTimer, claim_run_dir, show_run
 from .utils import (atomic_write, autocast, barrier, broadcast_object, init_distributed, is_distributed,
                             memory_format, read_json, resolve_run_dir, write_json)
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'seed_everything', 'epoch_seed', 'epoch_generator', 'RunLogger', 'train_one_epoch', 'StageTimer',
-           'claim_run_dir', 'calibrate_checkpoint', 'fit', 'show_run']
+__all__ = ['seed_everything', 'epoch_seed', 'epoch_generator', 'train_one_epoch', 'calibrate_checkpoint', 'fit']
 
 # %% ../nbs/15_train.ipynb #a550a8e3
 def seed_everything(seed: int):
@@ -61,57 +58,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     "The random generator for shuffling and augmenting epoch `epoch`."
     return torch.Generator().manual_seed(epoch_seed(seed, epoch))
-
-# %% ../nbs/15_train.ipynb #29557dc9
-def _wandb_id(run_dir: Path, resume: bool) -> str:
-    "A W&B id kept in the run folder, so that a resumed run continues the same W&B run."
-    if os.environ.get("WANDB_RUN_ID"): return os.environ["WANDB_RUN_ID"]  # a W&B sweep agent chose it
-    f = run_dir / ".wandb_id"
-    if not (resume and f.exists()): f.write_text(uuid.uuid4().hex[:12])
-    return f.read_text().strip()
-
-# %% ../nbs/15_train.ipynb #4e68c4a9
-def _wandb_run(run_dir: Path, cfg: TrainConfig, resume: bool):
-    "The run folder's W&B run, in `cfg.wandb_mode` (None when 'disabled')."
-    if cfg.wandb_mode == "disabled": return None
-    import wandb
-    os.environ.setdefault("WANDB_SILENT", "true")
-    return wandb.init(project=cfg.wandb_project, dir=str(run_dir), mode=cfg.wandb_mode, config=cfg.to_dict(),
-                      name=run_dir.name, resume="allow" if resume else None, id=_wandb_id(run_dir, resume),
-                      settings=wandb.Settings(console="off"))
-
-# %% ../nbs/15_train.ipynb #ac7b069b
-class RunLogger:
-    "Log epoch metrics to `history.csv` in `run_dir` and to a W&B run (offline unless told otherwise)."
-    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_epoch: int = 0):
-        self.csv, resume = run_dir / "history.csv", resume_epoch > 0
-        rows = pd.read_csv(self.csv).to_dict("records") if resume and self.csv.exists() else []
-        self.rows = [r for r in rows if r["epoch"] <= resume_epoch]  # rows of an epoch that is being redone go
-        self.wandb = _wandb_run(run_dir, cfg, resume)
-
-# %% ../nbs/15_train.ipynb #b055a008
-@patch
-def log(self: RunLogger, row: dict):
-    "Append `row` (one epoch's metrics) to history.csv, rewritten whole and atomically, and to W&B."
-    self.rows.append(row)
-    atomic_write(self.csv, lambda tmp: pd.DataFrame(self.rows).to_csv(tmp, index=False))
-    if self.wandb: self.wandb.log(row, step=int(row["epoch"]))
-
-# %% ../nbs/15_train.ipynb #4dc95975
-@patch
-def log_images(self: RunLogger, paths: list[Path]):
-    "Send the plots at `paths` to W&B, named by their stems."
-    if self.wandb:
-        import wandb
-        self.wandb.log({p.stem: wandb.Image(str(p)) for p in paths})
-
-# %% ../nbs/15_train.ipynb #23761a38
-@patch
-def finish(self: RunLogger, summary: dict):
-    "Put the numbers of `summary` into the W&B run's summary and close it."
-    if self.wandb:
-        self.wandb.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-        self.wandb.finish()
 
 # %% ../nbs/15_train.ipynb #2be988d4
 def _on_device(x: torch.Tensor, y: torch.Tensor, preprocess: Preprocess, device: torch.device):
@@ -169,45 +115,6 @@ def train_one_epoch(model, loader, optimizer, scheduler, preprocess: Preprocess,
         stats += _batch_stats(loss, logits, y)
         if progress and step % 20 == 19: _show_progress(bar, stats)
     return _means(stats, epoch)
-
-# %% ../nbs/15_train.ipynb #ed6eb64f
-class StageTimer:
-    "Seconds spent in each named stage; a stage entered again adds to its time."
-    def __init__(self): self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str):
-        t0 = time.perf_counter()
-        try: yield
-        finally: self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
-
-# %% ../nbs/15_train.ipynb #0e7a5872
-RUN_FILES = ("metrics.json", "run.json", "history.*", "*.safetensors", "*.onnx", "last_state.pt", "bad_files.csv",
-             "predictions_*.csv", "eval_*.json", "eval_*.csv", "eval_*.png", "robustness_*", "*_confusion.png",
-             "*_roc.png", "*_reliability.png", "*_mistakes.png")  # glob patterns
-
-def _clear_record(run_dir: Path):
-    "Remove the files of a previous run's record (`RUN_FILES`) from `run_dir`."
-    for f in [f for pattern in RUN_FILES for f in run_dir.glob(pattern)]: f.unlink(missing_ok=True)
-
-# %% ../nbs/15_train.ipynb #1e899cd7
-def _lock(lock, run_dir: Path):
-    "Take the exclusive lock on the open file `lock` (RUN/.lock), or refuse `run_dir` at once."
-    try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise RuntimeError(f"out_dir: {run_dir} is in use by another training run; choose another out_dir "
-                           "or wait for it to finish") from None
-
-# %% ../nbs/15_train.ipynb #c3f86f91
-@contextmanager
-def claim_run_dir(run_dir: Path, resume: bool = False):
-    "Hold `run_dir` for one run (refusing it if another process holds it); a fresh run clears the old record."
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a") as lock:
-        _lock(lock, run_dir)
-        if not resume: _clear_record(run_dir)
-        try: yield run_dir
-        finally: fcntl.flock(lock, fcntl.LOCK_UN)
 
 # %% ../nbs/15_train.ipynb #bdf2b827
 def _from_cache(cfg: TrainConfig, root: Path, rank: int, progress: bool):
@@ -511,31 +418,3 @@ def fit(cfg: TrainConfig, progress: bool = True, on_epoch_end=None) -> dict:
             return _train_run(cfg, run_dir, progress, on_epoch_end, rank, world, device)
     finally:
         if started: torch.distributed.destroy_process_group()
-
-# %% ../nbs/15_train.ipynb #f6b60ebb
-def _record_of(run_dir: Path, split: str) -> dict:
-    "The metrics of `split` in `run_dir`: metrics.json for 'val', else the evaluation's eval_SPLIT.json."
-    record = run_dir / ("metrics.json" if split == "val" else f"eval_{split}.json")
-    metrics = read_json(record)
-    if metrics is None: raise FileNotFoundError(f"{record} does not exist or is cut short: has the run finished?")
-    return metrics
-
-# %% ../nbs/15_train.ipynb #443b0b87
-def _plots_of(run_dir: Path, split: str) -> list[Path]:
-    "The plots of `split` that `run_dir` holds, in the order they are shown."
-    plots = ("confusion", "roc", "reliability", "mistakes")
-    names = ["history.png"] * (split == "val") + [f"{split}_{n}.png" for n in plots]
-    return [run_dir / n for n in [*names, f"eval_{split}_by_generator.png"] if (run_dir / n).exists()]
-
-# %% ../nbs/15_train.ipynb #20272628
-def show_run(run_dir: str | os.PathLike, split: str = "val"):
-    "Display the metrics and plots of `split` ('val' from training, or an evaluated split) of a run folder."
-    from IPython.display import Image, display
-    run_dir = resolve_run_dir(run_dir)
-    metrics = _record_of(run_dir, split)
-    key = metrics.get("split", split)  # an evaluation with several crops is recorded as `<split>_crops<k>`
-    display(pd.Series({k: v for k, v in metrics.items() if k.startswith(f"{key}_") and not isinstance(v, list)},
-                      name=split).to_frame())
-    if split == "val" and (stages := (read_json(run_dir / "run.json") or {}).get("stages_s")):
-        display(pd.Series(stages, name="seconds").rename_axis("stage").to_frame().round(2))
-    for p in _plots_of(run_dir, split): display(Image(filename=str(p)))
