@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-# torch and torchvision: the CUDA builds pip takes from its index (override TORCH for another build).
+# torch and torchvision: the CUDA builds from the package index (override TORCH for another build).
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PARAMS  ?= params/demo.yaml
 OUT     ?= outputs/demo
@@ -10,7 +10,7 @@ OUT     ?= outputs/demo
 .PHONY: demo test lab setup setup-dev setup-lab setup-browser lint sync nbtest check nbval pytest readme readme-check docs-check clean
 
 # Installs go through uv (pip's work in parallel, without byte-compiling: about half of pip's time for torch and the
-# extras), installed into the venv by pip. uv looks where pip is configured to look: the index, extra indexes,
+# extras; from uv's cache, seconds). uv looks where pip is configured to look: the index, extra indexes,
 # find-links and constraints of `pip config list` become uv's options, chosen among as pip does (best match).
 UV       = $(BIN)/uv pip install --python $(BIN)/python --index-strategy unsafe-best-match $(PIP_SOURCES)
 PIP_SOURCES = $(shell $(PY) -c "$$PIP_SOURCES_PY" 2>/dev/null)
@@ -25,29 +25,30 @@ print(" ".join(dict.fromkeys(opts)))
 endef
 export PIP_SOURCES_PY
 
-$(BIN)/python:
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q uv
+# The venv starts without pip (ensurepip takes seconds); this Python's pip puts uv in it, and uv adds pip.
+$(BIN)/uv:
+	$(PY) -m venv --without-pip $(VENV)
+	$(PY) -m pip --python $(BIN)/python install -q uv || { $(BIN)/python -m ensurepip -q && $(BIN)/pip install -q uv; }
 
-$(VENV)/.torch: $(BIN)/python
-	$(UV) $(TORCH)
+$(VENV)/.torch: $(BIN)/uv
+	$(UV) pip $(TORCH)
 	touch $@
 
 # Stamps: the editable install is redone only when pyproject.toml changes (code changes need no reinstall).
 setup: $(VENV)/.installed  ## install aidetect (editable) with its runtime dependencies
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch | $(BIN)/uv
 	$(UV) -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
 setup-dev: $(VENV)/.installed-dev  ## install aidetect with the test, docs, serving and JupyterLab tools
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch | $(BIN)/uv
 	$(UV) -e ".[dev,serve,vertex,lab]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@ $(VENV)/.installed $(VENV)/.installed-lab
 
 setup-lab: $(VENV)/.installed-lab  ## install aidetect (editable) with JupyterLab
-$(VENV)/.installed-lab: pyproject.toml $(VENV)/.torch
+$(VENV)/.installed-lab: pyproject.toml $(VENV)/.torch | $(BIN)/uv
 	$(UV) -e ".[lab]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@ $(VENV)/.installed
