@@ -13,17 +13,10 @@ OUT     ?= outputs/demo
 # extras; from uv's cache, seconds). uv looks where pip is configured to look: the index, extra indexes,
 # find-links and constraints of `pip config list` become uv's options, chosen among as pip does (best match).
 UV       = $(BIN)/uv pip install --python $(BIN)/python --index-strategy unsafe-best-match $(PIP_SOURCES)
-PIP_SOURCES = $(shell $(PY) -c "$$PIP_SOURCES_PY" 2>/dev/null)
-define PIP_SOURCES_PY
-import subprocess, sys
-flags = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "find-links": "--find-links",
-         "constraint": "--constraint"}
-out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
-opts = [f"{flags[k]} {v}" for key, _, value in (line.partition("=") for line in out.splitlines())
-        if (k := key.split(".", 1)[-1]) in flags for v in value.strip("'\"").split()]
-print(" ".join(dict.fromkeys(opts)))
-endef
-export PIP_SOURCES_PY
+PIP_SOURCES = $(shell $(PY) -m pip config list 2>/dev/null | $(PY) -c "import sys; \
+	opts = [f'--{k} {v}' for k, _, val in (line.split('.', 1)[-1].partition('=') for line in sys.stdin) \
+	        if k in ('index-url', 'extra-index-url', 'find-links', 'constraint') for v in val.strip(chr(39) + '\"\n').split()]; \
+	print(' '.join(dict.fromkeys(opts)))")
 
 # The venv starts without pip (ensurepip takes seconds); this Python's pip puts uv in it, and uv adds pip.
 $(BIN)/uv:
