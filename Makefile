@@ -7,6 +7,11 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PARAMS  ?= params/demo.yaml
 OUT     ?= outputs/demo
 
+# Python keeps the bytecode (.pyc) of what it imports in the venv: uv installs without compiling it (compiling all of
+# site-packages takes a minute), so an environment that sets PYTHONDONTWRITEBYTECODE would otherwise compile torch
+# and the rest again in every process, which doubles the time of the tests.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: demo test lab setup setup-dev setup-lab setup-browser lint sync nbtest check nbval pytest readme readme-check docs-check clean
 
 # Installs go through uv (pip's work in parallel, without byte-compiling: about half of pip's time for torch and the
