@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-# pytest-xdist runs one worker per core: each worker's torch (and the kernels and processes it starts) uses one thread
+# pytest-xdist keeps every core busy with a worker: its torch (and the kernels and processes it starts) uses one thread
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 ROOT = Path(__file__).resolve().parents[1]
