@@ -2,37 +2,52 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-# torch and torchvision: the CUDA builds pip takes from its index (override TORCH for another build).
+# torch and torchvision: the CUDA builds from the package index (override TORCH for another build).
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PARAMS  ?= params/demo.yaml
 OUT     ?= outputs/demo
 
-.PHONY: demo test lab setup setup-dev setup-lab setup-browser lint sync nbtest nbval pytest readme readme-check docs-check clean
+# Python keeps the bytecode (.pyc) of what it imports in the venv: uv installs without compiling it (compiling all of
+# site-packages takes a minute), so an environment that sets PYTHONDONTWRITEBYTECODE would otherwise compile torch
+# and the rest again in every process, which doubles the time of the tests.
+unexport PYTHONDONTWRITEBYTECODE
 
-$(BIN)/python:
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
+.PHONY: demo test lab setup setup-dev setup-lab setup-browser lint sync nbtest check nbval pytest readme readme-check docs-check clean
 
-$(VENV)/.torch: $(BIN)/python
-	$(BIN)/pip install $(TORCH)
+# Installs go through uv (pip's work in parallel, without byte-compiling: about half of pip's time for torch and the
+# extras; from uv's cache, seconds). uv looks where pip is configured to look: the index, extra indexes,
+# find-links and constraints of `pip config list` become uv's options, chosen among as pip does (best match).
+UV       = $(BIN)/uv pip install --python $(BIN)/python --index-strategy unsafe-best-match $(PIP_SOURCES)
+PIP_SOURCES = $(shell $(PY) -m pip config list 2>/dev/null | $(PY) -c "import sys; \
+	opts = [f'--{k} {v}' for k, _, val in (line.split('.', 1)[-1].partition('=') for line in sys.stdin) \
+	        if k in ('index-url', 'extra-index-url', 'find-links', 'constraint') for v in val.strip(chr(39) + '\"\n').split()]; \
+	print(' '.join(dict.fromkeys(opts)))")
+
+# The venv starts without pip (ensurepip takes seconds); this Python's pip puts uv in it, and uv adds pip.
+$(BIN)/uv:
+	$(PY) -m venv --without-pip $(VENV)
+	$(PY) -m pip --python $(BIN)/python install -q uv || { $(BIN)/python -m ensurepip -q && $(BIN)/pip install -q uv; }
+
+$(VENV)/.torch: $(BIN)/uv
+	$(UV) pip $(TORCH)
 	touch $@
 
 # Stamps: the editable install is redone only when pyproject.toml changes (code changes need no reinstall).
 setup: $(VENV)/.installed  ## install aidetect (editable) with its runtime dependencies
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -e .
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch | $(BIN)/uv
+	$(UV) -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
 setup-dev: $(VENV)/.installed-dev  ## install aidetect with the test, docs, serving and JupyterLab tools
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -e ".[dev,serve,vertex,lab]"
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch | $(BIN)/uv
+	$(UV) -e ".[dev,serve,vertex,lab]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@ $(VENV)/.installed $(VENV)/.installed-lab
 
 setup-lab: $(VENV)/.installed-lab  ## install aidetect (editable) with JupyterLab
-$(VENV)/.installed-lab: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -e ".[lab]"
+$(VENV)/.installed-lab: pyproject.toml $(VENV)/.torch | $(BIN)/uv
+	$(UV) -e ".[lab]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@ $(VENV)/.installed
 
@@ -48,7 +63,13 @@ demo: setup  ## train on the bundled demo dataset with papermill; the record lan
 	$(BIN)/papermill nbs/train.ipynb $(OUT)/train.ipynb -f $(PARAMS) -p out_dir $(OUT)
 	@cat $(OUT)/metrics.json | $(BIN)/python -c "import json,sys; m=json.load(sys.stdin); print({k: round(m[k], 4) for k in ('val_acc', 'val_auc', 'val_f1')})"
 
-test: setup-dev setup-browser lint sync readme-check nbtest nbval pytest  ## everything CI runs
+# The installs (Python packages, and Chromium from apt where it is missing) run side by side, then lint and the
+# export check; then the README check (one kernel) beside the pytest session that runs the notebooks and tests/ on
+# every core.
+test:  ## everything CI runs
+	@$(MAKE) --no-print-directory -j2 --output-sync=target setup-dev setup-browser
+	@$(MAKE) --no-print-directory -j2 --output-sync=target lint sync
+	@$(MAKE) --no-print-directory -j2 readme-check check
 
 # The serving tests drive Debian's headless Chromium through Selenium and /usr/bin/chromedriver: nothing is
 # downloaded at test time. Idempotent: installs only when either binary is missing (as root, or with sudo).
@@ -68,17 +89,29 @@ sync:  ## nbdev-export and nbdev-clean must leave aidetect/ and nbs/ as they are
 	if [ "$$before" != "$$after" ]; then echo "nbdev-export/nbdev-clean changed:"; git status --short -- nbs aidetect; exit 1; fi
 	@$(BIN)/python -c "import json, glob, sys; bad = [f for f in sorted(glob.glob('nbs/**/*.ipynb', recursive=True)) if any(c.get('outputs') for c in json.load(open(f))['cells'])]; sys.exit(f'commit notebooks without outputs (Jupyter: Clear All Outputs): {bad}' if bad else 0)"
 
-# Library notebooks and guides: their tests run in nbdev-test, and the library notebooks again, cell by cell, under
-# nbval (one notebook at a time: each ends by running nbdev_export, which rewrites aidetect/). The experiment notebooks run end to end through papermill in tests/ (test_papermill.py, test_bench.py, ...).
+# Every library notebook and guide runs once, cell by cell, under nbval; tests/ holds the papermill runs of the
+# experiment notebooks, the real server, browser and JupyterLab tests. pytest-xdist runs them on all cores: a notebook's
+# cells stay together in one worker (--dist loadscope), in the order tests/conftest.py gives (the longest first). Each
+# notebook's last cell (nbdev_export, which rewrites aidetect/) carries the nbval-skip tag, so notebooks run side by
+# side. `make nbtest` (nbdev-test) runs the notebooks' tests the nbdev way, for contributors; CI runs `check`.
+NOTEBOOKS = $(wildcard nbs/[0-9]*.ipynb) $(wildcard nbs/tutorials/*.ipynb)
+# One worker more than cores: a worker waiting on a kernel, a server or a browser leaves its core to the others
+# (measured on 2 cores: 3 workers 284 s, 2 workers 313 s).
+WORKERS  ?= $(shell echo $$(( $$(nproc) + 1 )))
+PYTEST    = PATH=$(BIN):$$PATH OMP_NUM_THREADS=1 $(BIN)/pytest -p no:cacheprovider -n $(WORKERS) --dist loadscope \
+            --no-loadscope-reorder
 EXPERIMENTS := ^(train|evaluate|bench|audit|generalize|compare|drift)\.ipynb$$
 nbtest:
 	PATH=$(BIN):$$PATH nbdev-test --n-workers 2 --skip-file-re '$(EXPERIMENTS)'
 
-nbval:
-	PATH=$(BIN):$$PATH $(BIN)/pytest -q -p no:cacheprovider --nbval $$(ls nbs/[0-9]*.ipynb)
+check:  ## the notebooks under nbval and tests/, in one pytest session; the ten slowest are listed
+	$(PYTEST) -q --durations=10 --nbval $(NOTEBOOKS) tests
 
-pytest:
-	PATH=$(BIN):$$PATH $(BIN)/pytest -q tests
+nbval:  ## the library notebooks and guides under nbval
+	$(PYTEST) -q --nbval $(NOTEBOOKS)
+
+pytest:  ## tests/
+	$(PYTEST) -q --durations=10 tests
 
 # README.md is generated from nbs/index.ipynb. nbdev-readme needs Quarto (the docs workflow runs it); these run
 # the same nbdev processing without Quarto (tools/docs.py), executing index.ipynb so the README shows its outputs.

@@ -52,17 +52,18 @@ def test_load_groups_errors(tmp_path, tiny_demo):
 def test_training_with_recovered_groups_keeps_pairs_together(tmp_path, tiny_demo):
     """`-p groups auto` on a table without its group column: no photo/AI pair of the demo straddles the split."""
     import shutil
-    import subprocess
 
     import pandas as pd
+
+    from aidetect.cli import main
 
     data = tmp_path / "nogroups"
     shutil.copytree(tiny_demo, data)
     truth = pd.read_csv(tiny_demo / "train.csv")
     truth.drop(columns="group").to_csv(data / "train.csv", index=False)
-    subprocess.run(["aidetect", "train", "-q", "-p", "data", str(data), "-p", "out_dir", str(tmp_path / "run"),
-                    "-p", "groups", "auto", "-p", "arch", "test_resnet", "-p", "img_size", "32", "-p", "epochs", "1",
-                    "-p", "batch_size", "8", "-p", "wandb_mode", "disabled"], check=True, capture_output=True)
+    main(["train", "-q", "-p", "data", str(data), "-p", "out_dir", str(tmp_path / "run"), "-p", "groups", "auto",
+          "-p", "arch", "test_resnet", "-p", "img_size", "32", "-p", "epochs", "1", "-p", "batch_size", "8",
+          "-p", "wandb_mode", "disabled", "-p", "cache", str(tmp_path / "cache")])
     val = {Path(p).name for p in pd.read_csv(tmp_path / "run" / "predictions_val.csv").path}
     pair = truth.assign(name=[Path(f).name for f in truth.file_name], val=lambda t: t.name.isin(val))
     assert 0 < pair.val.sum() < len(pair)

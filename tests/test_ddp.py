@@ -16,12 +16,18 @@ ATOL = 1e-4  # on every weight; float sums in another order drift by ~1e-6 over 
 
 
 def train(tmp_path, data, name, nproc):
-    args = [a for k, v in {**PARAMS, "data": data, "cache": tmp_path / "cache", "out_dir": tmp_path / name}.items()
-            for a in ("-p", k, str(v))]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                "--no-python", "aidetect"] if nproc > 1 else ["aidetect"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*launcher, "train", "-q", *args], check=True, env=env, timeout=300)
+    """Train `name` in this process (nproc 1) or with torchrun's `nproc` processes; (metrics, last weights)."""
+    params = {**PARAMS, "data": str(data), "cache": str(tmp_path / "cache"), "out_dir": str(tmp_path / name)}
+    if nproc == 1:
+        from aidetect.config import TrainConfig
+        from aidetect.train import fit
+        fit(TrainConfig(**params), progress=False)
+    else:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                    "--no-python", "aidetect"]
+        args = [a for k, v in params.items() for a in ("-p", k, str(v))]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run([*launcher, "train", "-q", *args], check=True, env=env, timeout=300)
     return json.loads((tmp_path / name / "metrics.json").read_text()), load_file(tmp_path / name / "last.safetensors")
 
 

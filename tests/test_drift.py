@@ -1,8 +1,13 @@
-"""`aidetect drift` on real prediction logs: a served demo run, sent its own test split (no drift), then darker,
-blurrier and much larger versions of the same images (brightness, sharpness and size drift)."""
+"""`aidetect drift` on real prediction logs: the demo run served (the service's app in-process, which writes the
+same log as `aidetect serve`), sent its own test split (no drift), then darker, blurrier and much larger versions
+of the same images (brightness, sharpness and size drift). Drift needs no web server: the command runs in a Python
+without the serving extra."""
 import io
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageFilter
@@ -13,10 +18,10 @@ from aidetect.profile import PROFILE, write_reference_profile
 
 
 @pytest.fixture(scope="module")
-def run(serve_run, tiny_demo, tmp_path_factory):
+def run(demo_run, tiny_demo, tmp_path_factory):
     """A copy of the served run with its reference profile, written as training does at its end."""
     run = tmp_path_factory.mktemp("drift") / "run"
-    shutil.copytree(serve_run, run)
+    shutil.copytree(demo_run, run, ignore=shutil.ignore_patterns(".*", "*.onnx"))  # not what others write meanwhile
     write_reference_profile(run, read_dataset(tiny_demo))  # the validation P(ai) from predictions_val.csv
     return run
 
@@ -31,21 +36,33 @@ def shifted(path) -> bytes:
 
 
 def serve_and_send(run, log, uploads: list[bytes]):
-    from serve_load import ServeProcess
-    with ServeProcess(run, "torch", log) as server:
-        import httpx
+    """Serve `run` with its prediction log at `log` and upload each image to /predict."""
+    from fastapi.testclient import TestClient
+
+    from aidetect.inference import load_backend
+    from aidetect.server import ServeSettings
+    from aidetect.service import create_app
+    with TestClient(create_app(load_backend(run), ServeSettings(log=str(log)))) as client:
         for i, data in enumerate(uploads):
-            r = httpx.post(server.url + "/predict", files={"file": (f"{i}.jpg", data)}, timeout=30)
+            r = client.post("/predict", files={"file": (f"{i}.jpg", data)})
             assert r.status_code == 200, r.text
     assert len(log.read_text().splitlines()) == len(uploads)
 
 
-def test_drift_on_real_prediction_logs(run, tiny_demo, tmp_path):
-    assert json.loads((run / PROFILE).read_text())["n_sampled"] == len(read_dataset(tiny_demo))
+@pytest.fixture(scope="module")
+def logs(run, tiny_demo, tmp_path_factory) -> tuple[Path, Path]:
+    """(clean, moved): the prediction logs of the test split as it is, and shifted (`shifted`)."""
+    d = tmp_path_factory.mktemp("logs")
     test_split = read_dataset(tiny_demo, "test").path
-    clean, moved = tmp_path / "clean.jsonl", tmp_path / "moved.jsonl"
+    clean, moved = d / "clean.jsonl", d / "moved.jsonl"
     serve_and_send(run, clean, [open(p, "rb").read() for p in test_split])
     serve_and_send(run, moved, [shifted(p) for p in test_split])
+    return clean, moved
+
+
+def test_drift_on_real_prediction_logs(run, logs, tiny_demo, tmp_path):
+    assert json.loads((run / PROFILE).read_text())["n_sampled"] == len(read_dataset(tiny_demo))
+    clean, moved = logs
 
     # the tiny demo's images are crops of 15 photographs, not independent draws: the clean log is tested at 1%
     same = drift(str(run), log=str(clean), out_dir=str(tmp_path / "same"), alpha=0.01)
@@ -83,3 +100,25 @@ def test_drift_cli_errors(run, tmp_path):
         drift(str(run))  # the served copies logged elsewhere: the default log is absent
     with pytest.raises(FileNotFoundError, match=PROFILE):
         drift(str(tmp_path), log=str(tmp_path / "x.jsonl"))
+
+
+# Python with the serving extra's packages missing: importing any of them fails, as where it is not installed.
+WITHOUT_SERVE = """
+import sys
+for name in ("fastapi", "starlette", "uvicorn", "multipart", "python_multipart", "prometheus_client", "onnx",
+             "onnxscript", "onnxruntime"):
+    sys.modules[name] = None
+from aidetect.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_drift_cli_needs_no_web_server(run, logs, tmp_path):
+    """`aidetect drift RUN --log LOG` writes its report in a Python where the serving extra is not installed."""
+    _, moved = logs
+    done = subprocess.run([sys.executable, "-c", WITHOUT_SERVE, "drift", str(run), "--log", str(moved),
+                           "--out-dir", str(tmp_path / "report")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "drift.json").read_text())
+    assert "brightness" in report["drifted_features"]
+    assert (tmp_path / "report" / "drift.html").is_file()

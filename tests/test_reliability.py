@@ -1,9 +1,9 @@
-"""What aidetect refuses rather than answering wrongly or losing work, checked with real runs and the console script."""
-import fcntl
+"""What aidetect refuses rather than answering wrongly or losing work, checked with real runs and the command line
+in-process (`aidetect.cli.main`: the console script's parsing, output and messages; its errors end the command)."""
 import json
 import os
+import shutil
 import stat
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,44 +11,47 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aidetect.cli import main
+
 TINY = ["-p", "arch", "test_resnet", "-p", "img_size", "32", "-p", "batch_size", "8", "-p", "wandb_mode", "disabled"]
 
 
-def train(data, out, *extra, check=True, **kw):
-    args = ["aidetect", "train", "-q", "-p", "data", str(data), "-p", "out_dir", str(out), *TINY, *extra]
-    return subprocess.run(args, capture_output=True, text=True, check=check, **kw)
+def train_args(data, out, *extra) -> list[str]:
+    return ["train", "-q", "-p", "data", str(data), "-p", "out_dir", str(out), *TINY, *extra]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tiny_demo, tmp_path_factory):
-    """A finished one-epoch run on the tiny demo."""
-    out = tmp_path_factory.mktemp("runs") / "run"
-    train(tiny_demo, out, "-p", "epochs", "1", "-p", "cache", str(out.parent / "cache"))
-    return out
+def refused(argv: list[str]) -> str:
+    """The message with which `aidetect ARGV` stops: its exit message, or the error that ends the command."""
+    with pytest.raises((SystemExit, RuntimeError)) as e: main(argv)
+    if isinstance(e.value, RuntimeError): return str(e.value)
+    assert e.value.code not in (None, 0)
+    return str(e.value.code)
 
 
-def test_corrupted_weights_are_refused_not_served(run_dir, tmp_path, tiny_demo):
+def test_corrupted_weights_are_refused_not_served(demo_run, tmp_path, tiny_demo, capsys):
     damaged = tmp_path / "best.safetensors"
-    raw = bytearray((run_dir / "best.safetensors").read_bytes())
+    raw = bytearray((demo_run / "best.safetensors").read_bytes())
     raw[-256:] = np.random.default_rng(0).integers(0, 256, 256, dtype=np.uint8).tobytes()  # header intact
     damaged.write_bytes(bytes(raw))
     image = pd.read_csv(tiny_demo / "train.csv").file_name[0]
-    done = subprocess.run(["aidetect", "predict", str(damaged), str(tiny_demo / image)], capture_output=True,
-                          text=True)
-    assert done.returncode != 0 and "corrupt" in done.stderr and "NaN" not in done.stdout
+    message = refused(["predict", str(damaged), str(tiny_demo / image)])
+    assert "corrupt" in message and "NaN" not in capsys.readouterr().out
 
 
-def test_a_damaged_cache_stops_training_and_is_repaired(tiny_demo, tmp_path):
+def test_a_damaged_cache_stops_training_and_is_repaired(tiny_demo, tmp_path, capsys):
+    """Training on a cache whose images were overwritten stops, naming the checksum, before writing a record;
+    the next training decodes the damaged rows again and trains."""
+    from aidetect.cache import prepare_cache
     cache = tmp_path / "cache"
-    train(tiny_demo, tmp_path / "first", "-p", "epochs", "1", "-p", "cache", str(cache))
+    prepare_cache(tiny_demo, "train", 32, out_dir=cache, num_workers=1, progress=False)  # as a training makes it
     images = cache / "images.u8"
     images.write_bytes(np.random.default_rng(0).integers(0, 256, images.stat().st_size, np.uint8).tobytes())
-    broken = train(tiny_demo, tmp_path / "second", "-p", "epochs", "1", "-p", "cache", str(cache), check=False)
-    assert broken.returncode != 0 and "do not match their checksum" in broken.stderr
+    message = refused(train_args(tiny_demo, tmp_path / "second", "-p", "epochs", "1", "-p", "cache", str(cache)))
+    assert "do not match their checksum" in message
     assert not (tmp_path / "second" / "metrics.json").exists()
-    repaired = train(tiny_demo, tmp_path / "third", "-p", "epochs", "1", "-p", "cache", str(cache))
+    main(train_args(tiny_demo, tmp_path / "third", "-p", "epochs", "1", "-p", "cache", str(cache)))
     assert json.loads((tmp_path / "third" / "metrics.json").read_text())["val_acc"] > 0
-    assert "val_acc" in repaired.stdout
+    assert "val_acc" in capsys.readouterr().out
 
 
 def test_labels_must_be_exactly_0_or_1(tiny_demo, tmp_path):
@@ -59,47 +62,43 @@ def test_labels_must_be_exactly_0_or_1(tiny_demo, tmp_path):
     table["label"] = table.label.astype(float)  # 1.0 is a 1, 0.9 is not
     table.loc[5, "label"] = 0.9
     table.to_csv(data / "train.csv", index=False)
-    done = train(data, tmp_path / "run", "-p", "epochs", "1", check=False)
-    assert done.returncode != 0 and "line 7" in done.stderr and "label 0.9" in done.stderr
+    message = refused(train_args(data, tmp_path / "run", "-p", "epochs", "1"))
+    assert "line 7" in message and "label 0.9" in message
 
 
-def test_one_run_per_folder(tiny_demo, tmp_path):
+def test_one_run_per_folder(demo_run, tiny_demo, tmp_path):
+    """While a run holds its folder (the lock `claim_run_dir` takes for every training), a second training on that
+    folder is refused at once, naming it, before any work (it asks for 1000 epochs: minutes, were it to train
+    first), and leaves the first run's record whole; once the first lets go, the folder can be taken again."""
+    from aidetect.train import claim_run_dir
     out = tmp_path / "run"
-    first = subprocess.Popen(["aidetect", "train", "-q", "-p", "data", str(tiny_demo), "-p", "out_dir", str(out),
-                              *TINY, "-p", "epochs", "30", "-p", "lr", "0.001", "-p", "cache", str(tmp_path / "c")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline, held = time.time() + 240, False
-    while time.time() < deadline and first.poll() is None and not held:  # wait until the first run holds the folder
-        time.sleep(0.1)
-        if not (out / ".lock").exists(): continue
-        with open(out / ".lock") as f:
-            try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); fcntl.flock(f, fcntl.LOCK_UN)
-            except BlockingIOError: held = True
-    assert held, "the first run never held its folder"
-    start = time.time()
-    second = train(tiny_demo, out, "-p", "epochs", "1", "-p", "lr", "0.005", check=False)
-    assert second.returncode != 0 and "in use" in second.stderr and str(out) in second.stderr
-    assert time.time() - start < 30  # refused at once, not after training
-    assert first.wait(timeout=240) == 0, first.stderr
-    assert json.loads((out / "metrics.json").read_text())["params"]["lr"] == 0.001  # the first run's record, whole
-    train(tiny_demo, out, "-p", "epochs", "2", "-p", "resume", "true", "-p", "cache", str(tmp_path / "c"))
+    shutil.copytree(demo_run, out, ignore=shutil.ignore_patterns(".*", "*.onnx"))
+    record = {p.name: p.read_bytes() for p in out.iterdir()}
+    with claim_run_dir(out, resume=True):  # as the first run holds it until its end (a lock of its own open file)
+        start = time.time()
+        message = refused(train_args(tiny_demo, out, "-p", "epochs", "1000", "-p", "lr", "0.005"))
+        assert "in use" in message and str(out) in message, message
+        assert time.time() - start < 30  # refused at once, not after training
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".lock"} == record  # nothing cleared
+    with claim_run_dir(out, resume=True): pass  # free again
 
 
-def test_run_files_are_readable_by_others(run_dir):
+def test_run_files_are_readable_by_others(demo_run):
     umask = os.umask(0); os.umask(umask)
     for name in ("best.safetensors", "metrics.json", "history.csv", "last_state.pt"):
-        mode = stat.S_IMODE((run_dir / name).stat().st_mode)
+        mode = stat.S_IMODE((demo_run / name).stat().st_mode)
         assert mode == 0o666 & ~umask, (name, oct(mode))
 
 
-def test_predict_answers_every_readable_file(run_dir, tiny_demo, tmp_path):
+def test_predict_answers_every_readable_file(demo_run, tiny_demo, tmp_path, capsys):
+    """`aidetect predict` answers every readable file, one JSON line each, marks the unreadable and missing ones,
+    and stops with an error saying how many could not be read."""
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
     good = tiny_demo / pd.read_csv(tiny_demo / "train.csv").file_name[0]
-    done = subprocess.run(["aidetect", "predict", str(run_dir), str(good), str(notes), str(tmp_path / "gone.jpg")],
-                          capture_output=True, text=True)
-    rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert done.returncode != 0 and "2 of 3 file(s) could not be read" in done.stderr
+    message = refused(["predict", str(demo_run), str(good), str(notes), str(tmp_path / "gone.jpg")])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "2 of 3 file(s) could not be read" in message
     assert rows[0]["label"] in ("human", "ai") and 0 <= rows[0]["prob_ai"] <= 1
     assert rows[1]["error"].startswith("unreadable") and rows[2]["error"] == "missing"
     assert Path(rows[1]["file"]) == notes

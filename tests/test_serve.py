@@ -62,21 +62,21 @@ def closed(sock: socket.socket, wait: float = 0.0) -> bool:
     except OSError: return True
 
 
-def test_predict_matches_detector_predict(torch_server, serve_run, images):
+def test_predict_matches_detector_predict(torch_server, demo_run, images):
     """The live service's prob_ai, single and batched, equals `Detector.predict` on the same JPEG files, to 1e-5;
     labels follow the checkpoint's threshold, which every answer and /ready report; /ready names the run and the
     checkpoint file, not the host's paths."""
-    det = Detector.load(serve_run, device="cpu")
+    det = Detector.load(demo_run, device="cpu")
     expected = det.predict([load_image(p) for p in images])
     got = [torch_server.post("/predict", files={"file": (p.name, p.read_bytes(), "image/jpeg")}).json() for p in images]
     np.testing.assert_allclose([g["prob_ai"] for g in got], expected, atol=1e-5, rtol=0)
-    assert {g["arch"] for g in got} == {"test_resnet"} and {g["run_id"] for g in got} == {serve_run.name}
-    threshold = float(read_checkpoint_meta(serve_run / "best.safetensors").get("threshold", 0.5))
+    assert {g["arch"] for g in got} == {"test_resnet"} and {g["run_id"] for g in got} == {demo_run.name}
+    threshold = float(read_checkpoint_meta(demo_run / "best.safetensors").get("threshold", 0.5))
     assert all(g["label"] == ("ai" if g["prob_ai"] >= threshold else "human") for g in got)
     assert {g["threshold"] for g in got} == {threshold}
     ready = torch_server.process.ready
-    assert (ready["checkpoint"], ready["run_id"], ready["threshold"]) == ("best.safetensors", serve_run.name, threshold)
-    assert str(serve_run.parent) not in json.dumps(ready)
+    assert (ready["checkpoint"], ready["run_id"], ready["threshold"]) == ("best.safetensors", demo_run.name, threshold)
+    assert str(demo_run.parent) not in json.dumps(ready)
     files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in images]
     batch = torch_server.post("/predict/batch", files=files)
     np.testing.assert_allclose([g["prob_ai"] for g in batch.json()["predictions"]], expected, atol=1e-5, rtol=0)
@@ -216,11 +216,11 @@ def test_metrics_and_prediction_log(torch_server):
     assert "image" not in records[0]
 
 
-def test_serve_refuses_a_corrupt_checkpoint(tmp_path, serve_run):
+def test_serve_refuses_a_corrupt_checkpoint(tmp_path, demo_run):
     """A checkpoint whose weights were damaged under an intact header (the checksum in the header catches it)
     stops start-up with a message naming the file and exit status 1: no server answering 503. (A file that is
     not a checkpoint at all is refused the same way, tested in-process in nbs/14_service.ipynb.)"""
-    data = bytearray((serve_run / "best.safetensors").read_bytes())
+    data = bytearray((demo_run / "best.safetensors").read_bytes())
     data[-200:-100] = bytes(b ^ 0xFF for b in data[-200:-100])  # inside the last tensor; the header is intact
     (tmp_path / "best.safetensors").write_bytes(bytes(data))
     assert read_checkpoint_meta(tmp_path / "best.safetensors")["arch"] == "test_resnet"  # the header still reads
@@ -230,19 +230,19 @@ def test_serve_refuses_a_corrupt_checkpoint(tmp_path, serve_run):
     assert str(tmp_path / "best.safetensors") in r.stderr and "corrupt" in r.stderr and "checksum" in r.stderr
 
 
-def test_onnx_backend_matches_torch(onnx_server, serve_run, images):
+def test_onnx_backend_matches_torch(onnx_server, demo_run, images):
     """The ONNX Runtime service agrees with PyTorch to 1e-4, from a dynamic-batch export made at start-up."""
-    det = Detector.load(serve_run, device="cpu")
+    det = Detector.load(demo_run, device="cpu")
     r = onnx_server.post("/predict/batch", files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in images])
     got = r.json()["predictions"]
     assert {g["backend"] for g in got} == {"onnx"}
     np.testing.assert_allclose([g["prob_ai"] for g in got], det.predict([load_image(p) for p in images]), atol=1e-4)
-    assert (serve_run / "best.onnx").is_file()
+    assert (demo_run / "best.onnx").is_file()
 
 
 
 
-def test_web_page_in_headless_chromium(browser, onnx_server, serve_run, images, tmp_path):
+def test_web_page_in_headless_chromium(browser, onnx_server, demo_run, images, tmp_path):
     """The page at / shows the model; uploading an image shows its verdict and P(ai), as `Detector.predict` gives
     them; a file that is not an image shows the service's message instead. A screenshot is saved."""
     from selenium.webdriver.common.by import By
@@ -252,7 +252,7 @@ def test_web_page_in_headless_chromium(browser, onnx_server, serve_run, images, 
     browser.find_element(By.ID, "file").send_keys(str(images[1]))
     verdict = browser.find_element(By.ID, "verdict")
     WebDriverWait(browser, 30).until(lambda d: verdict.get_attribute("data-label"))
-    expected = float(Detector.load(serve_run, device="cpu").predict([load_image(images[1])])[0])
+    expected = float(Detector.load(demo_run, device="cpu").predict([load_image(images[1])])[0])
     label, prob = verdict.get_attribute("data-label"), float(verdict.get_attribute("data-prob-ai"))
     threshold = float(verdict.get_attribute("data-threshold"))
     assert threshold == onnx_server.process.ready["threshold"]
