@@ -70,7 +70,7 @@ def test_one_run_per_folder(demo_run, tiny_demo, tmp_path):
     """While a run holds its folder (the lock `claim_run_dir` takes for every training), a second training on that
     folder is refused at once, naming it, before any work (it asks for 1000 epochs: minutes, were it to train
     first), and leaves the first run's record whole; once the first lets go, the folder can be taken again."""
-    from aidetect.train import claim_run_dir
+    from aidetect.record import claim_run_dir
     out = tmp_path / "run"
     shutil.copytree(demo_run, out, ignore=shutil.ignore_patterns(".*", "*.onnx"))
     record = {p.name: p.read_bytes() for p in out.iterdir()}
