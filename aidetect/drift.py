@@ -31,17 +31,66 @@ def _normed_wasserstein(ref: np.ndarray, cur: np.ndarray) -> float:
     scale = ref.std() or max(abs(ref.mean()), 1.0)  # a constant reference: relative to its value
     return float(stats.wasserstein_distance(ref, cur) / scale)
 
+# %% ../nbs/22_drift.ipynb #37a21d88
+def _ks(cur: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    "Kolmogorov-Smirnov statistic of each row of counts per sorted value: the largest gap of the two ECDFs."
+    return np.abs(np.cumsum(cur, 1) / cur.sum(1, keepdims=True) - np.cumsum(ref, 1) / ref.sum(1, keepdims=True)).max(1)
+
+def _tv(cur: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    "Total variation distance of each row of counts per category: half the summed gaps of the two shares."
+    return 0.5 * np.abs(cur / cur.sum(1, keepdims=True) - ref / ref.sum(1, keepdims=True)).sum(1)
+
+# %% ../nbs/22_drift.ipynb #4c6830c3
+def _codes(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    "The values of `ref` and `cur` as their ranks among the distinct values of both, and how many there are."
+    values, codes = np.unique(np.concatenate([ref, cur]), return_inverse=True)
+    return codes[:len(ref)], codes[len(ref):], len(values)
+
+def _permuted_counts(codes: np.ndarray, n_cur: int, n_values: int, n_permutations: int, seed: int):
+    "Counts per value of `n_cur` codes drawn without replacement from the pooled `codes`, and of the rest; in chunks."
+    rng, total = np.random.default_rng(seed), np.bincount(codes, minlength=n_values)
+    rows = max(1, 4_000_000 // (len(codes) + n_values))  # ≈ 32 MB of floats per chunk, however long the log
+    for start in range(0, n_permutations, rows):
+        k = min(rows, n_permutations - start)
+        drawn = codes[rng.random((k, len(codes))).argpartition(n_cur - 1, axis=1)[:, :n_cur]]
+        counts = np.bincount((drawn + n_values * np.arange(k)[:, None]).ravel(), minlength=k * n_values)
+        yield counts.reshape(k, n_values), total - counts.reshape(k, n_values)
+
+def _permutation_test(ref_codes: np.ndarray, cur_codes: np.ndarray, n_values: int, statistic,
+                      n_permutations: int = 1000, seed: int = 0) -> tuple[float, float]:
+    "`statistic` of the window against the reference, and its p-value among random splits of the two pooled."
+    count = lambda c: np.bincount(c, minlength=n_values)[None]
+    observed = float(statistic(count(cur_codes), count(ref_codes))[0])
+    pooled = np.concatenate([ref_codes, cur_codes])
+    null = np.concatenate([statistic(c, r) for c, r in
+                           _permuted_counts(pooled, len(cur_codes), n_values, n_permutations, seed)])
+    return observed, float((1 + (null >= observed - 1e-12).sum()) / (n_permutations + 1))
+
+# %% ../nbs/22_drift.ipynb #6da08d93
+def _decision(test: str, statistic: float, p: float, distance: float, n: int, alpha: float, threshold: float) -> dict:
+    "The record of a decided test: drift when p < `alpha` and the distance reaches `threshold`."
+    drifted = bool(p < alpha and distance >= threshold)
+    decision = "drift" if drifted else "ok" if p >= alpha else "ok: significant but below the distance threshold"
+    return dict(test=test, statistic=statistic, p_value=p, distance=distance, n=n, drifted=drifted, decision=decision)
+
+def _too_few(test: str, n: int, min_images: int) -> dict:
+    "The record of a feature with fewer than `min_images` values: not decided."
+    return dict(test=test, statistic=None, p_value=None, distance=None, n=n, drifted=None,
+                decision=f"too few images ({n} < {min_images})")
+
 # %% ../nbs/22_drift.ipynb #993368db
-def numeric_drift(ref, cur, alpha: float = 0.05, threshold: float = 0.1, max_ks: int = 1000) -> dict:
-    "KS test (≤ `max_ks` reference rows, drift if p < `alpha`) or normed Wasserstein distance (drift if ≥ `threshold`)."
-    ref, cur = np.asarray(ref, dtype=float), np.asarray(cur, dtype=float)
-    distance = _normed_wasserstein(ref, cur)
-    if len(ref) <= max_ks:
-        ks = stats.ks_2samp(ref, cur)
-        return dict(test="ks", statistic=float(ks.statistic), p_value=float(ks.pvalue), distance=distance,
-                    drifted=bool(ks.pvalue < alpha))
-    return dict(test="wasserstein", statistic=distance, p_value=None, distance=distance,
-                drifted=bool(distance >= threshold))
+def _numbers(values) -> np.ndarray:
+    "The finite numbers among `values` (missing or malformed log entries dropped)."
+    x = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
+    return x[np.isfinite(x)]
+
+def numeric_drift(ref, cur, alpha: float = 0.05, threshold: float = 0.1, min_images: int = 20,
+                  n_permutations: int = 1000, seed: int = 0) -> dict:
+    "Permutation Kolmogorov-Smirnov test of `cur` against `ref`: drift if p < `alpha` and distance ≥ `threshold`."
+    ref, cur = _numbers(ref), _numbers(cur)
+    if len(cur) < max(min_images, 1) or not len(ref): return _too_few("ks", len(cur), min_images)
+    statistic, p = _permutation_test(*_codes(ref, cur), _ks, n_permutations, seed)
+    return _decision("ks", statistic, p, _normed_wasserstein(ref, cur), len(cur), alpha, threshold)
 
 # %% ../nbs/22_drift.ipynb #e4365321
 def _category_counts(ref, cur) -> np.ndarray:
@@ -51,36 +100,60 @@ def _category_counts(ref, cur) -> np.ndarray:
     return np.array([[(ref == c).sum() for c in cats], [(cur == c).sum() for c in cats]])
 
 # %% ../nbs/22_drift.ipynb #e8a56bf6
-def categorical_drift(ref, cur, alpha: float = 0.05, threshold: float = 0.1, max_ks: int = 1000) -> dict:
-    "Chi-square test of the category counts (≤ `max_ks` reference rows) or Jensen-Shannon distance."
+def categorical_drift(ref, cur, alpha: float = 0.05, threshold: float = 0.1, min_images: int = 20,
+                      n_permutations: int = 1000, seed: int = 0) -> dict:
+    "Permutation test of the category shares (total variation): drift if p < `alpha` and Jensen-Shannon ≥ `threshold`."
+    ref, cur = (pd.Series(v, dtype=object).dropna().astype(str).to_numpy() for v in (ref, cur))
+    if len(cur) < max(min_images, 1) or not len(ref): return _too_few("tv", len(cur), min_images)
     counts = _category_counts(ref, cur)
     distance = float(jensenshannon(counts[0] / counts[0].sum(), counts[1] / counts[1].sum(), base=2))
-    if len(ref) <= max_ks:
-        chi2, p = (0.0, 1.0) if counts.shape[1] < 2 else stats.chi2_contingency(counts)[:2]
-        return dict(test="chi2", statistic=float(chi2), p_value=float(p), distance=distance,
-                    drifted=bool(p < alpha))
-    return dict(test="jensenshannon", statistic=distance, p_value=None, distance=distance,
-                drifted=bool(distance >= threshold))
+    statistic, p = _permutation_test(*_codes(ref, cur), _tv, n_permutations, seed)
+    return _decision("tv", statistic, p, distance, len(cur), alpha, threshold)
 
 # %% ../nbs/22_drift.ipynb #c321a663
+def _check_decision(alpha: float, min_images: int, n_permutations: int):
+    "Refuse settings under which no decision could be trusted, or none could flag."
+    if not 0 < alpha < 1: raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    if min_images < 1 or n_permutations < 1:
+        raise ValueError(f"min_images and n_permutations must be at least 1, got {min_images} and {n_permutations}")
+    if alpha <= 1 / (n_permutations + 1):
+        raise ValueError(f"alpha {alpha} is not above the smallest p-value {n_permutations} permutations can give "
+                         f"(1/{n_permutations + 1}): no feature could drift; raise n_permutations")
+
 def drift_table(reference: pd.DataFrame, ref_probs, current: pd.DataFrame, alpha: float = 0.05,
-                threshold: float = 0.1) -> pd.DataFrame:
-    "One row per feature (and prob_ai): the test, its statistic, p-value, distance, and whether it drifted."
-    missing = [c for c in (*DRIFT_FEATURES, "prob_ai") if c not in current]
-    if missing: raise ValueError(f"the prediction log lacks column(s) {missing}: is it an aidetect prediction log?")
-    rows = [dict(feature=c, kind="categorical", **categorical_drift(reference[c], current[c], alpha, threshold))
+                threshold: float = 0.1, min_images: int = 20, n_permutations: int = 1000,
+                seed: int = 0) -> pd.DataFrame:
+    "One row per feature (and prob_ai): the test, statistic, p-value, distance, images tested (`n`) and decision."
+    _check_decision(alpha, min_images, n_permutations)
+    columns = (*DRIFT_FEATURES, "prob_ai")
+    if not any(c in current for c in columns):
+        raise ValueError(f"the prediction log has none of the columns {list(columns)}: not an aidetect prediction log")
+    kw = dict(alpha=alpha, threshold=threshold, min_images=min_images, n_permutations=n_permutations, seed=seed)
+    values = lambda c: current[c] if c in current else []
+    rows = [dict(feature=c, kind="categorical", **categorical_drift(reference[c], values(c), **kw))
             for c in DRIFT_CATEGORICAL]
-    rows += [dict(feature=c, kind="numeric", **numeric_drift(reference[c], current[c], alpha, threshold))
-             for c in DRIFT_NUMERIC]
-    rows.append(dict(feature="prob_ai", kind="numeric", **numeric_drift(ref_probs, current.prob_ai, alpha, threshold)))
-    return pd.DataFrame(rows).set_index("feature")
+    rows += [dict(feature=c, kind="numeric", **numeric_drift(reference[c], values(c), **kw)) for c in DRIFT_NUMERIC]
+    rows.append(dict(feature="prob_ai", kind="numeric", **numeric_drift(ref_probs, values("prob_ai"), **kw)))
+    table = pd.DataFrame(rows).set_index("feature")
+    table.attrs.update(kw)  # what the decisions mean, for the summary and the report
+    return table
 
 # %% ../nbs/22_drift.ipynb #cd0ab2fd
-def drift_summary(table: pd.DataFrame, n_reference: int, n_current: int) -> dict:
-    "drift.json's content: per-feature results, the share of drifted features, dataset drift (share ≥ 0.5)."
-    share = float(table.drifted.mean())
-    return dict(n_reference=n_reference, n_current=n_current, drifted_features=table.index[table.drifted].tolist(),
-                share_drifted=share, dataset_drift=share >= 0.5,
+def _verdict(drifted: list, decided: int, undecided: list, alpha: float, n_current: int) -> str:
+    "The report's one line: what drifted, at which α, on how many images; what could not be decided."
+    line = (f"{len(drifted)} of {decided} features drifted at α = {alpha:g} on {n_current} images: "
+            f"{', '.join(drifted) or 'none'}")
+    return line + (f"; too few images to decide on {', '.join(undecided)}" if undecided else "")
+
+def drift_summary(table: pd.DataFrame, n_reference: int, n_current: int, skipped_lines: int = 0) -> dict:
+    "drift.json's content: per-feature results, what the decisions mean, the share of drifted features, dataset drift."
+    drifted, undecided = table.index[table.drifted.eq(True)].tolist(), table.index[table.drifted.isna()].tolist()
+    decided = len(table) - len(undecided)
+    share = len(drifted) / decided if decided else 0.0
+    return dict(n_reference=n_reference, n_current=n_current, skipped_lines=skipped_lines, **table.attrs,
+                verdict=_verdict(drifted, decided, undecided, table.attrs.get("alpha", 0.05), n_current),
+                drifted_features=drifted, undecided_features=undecided, share_drifted=share,
+                dataset_drift=bool(decided) and share >= 0.5,
                 features={k: {c: (None if isinstance(v, float) and np.isnan(v) else v) for c, v in row.items()}
                           for k, row in table.astype(object).to_dict("index").items()})
 
@@ -89,19 +162,19 @@ def _plot_feature(ax, ref, cur, categorical: bool):
     "The reference and current distributions of one feature on `ax`."
     if categorical:
         freq = pd.DataFrame({"reference": pd.Series(ref).astype(str).value_counts(normalize=True),
-                             "current": pd.Series(cur).astype(str).value_counts(normalize=True)}).fillna(0)
-        return freq.plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:orange"], legend=False)
-    bins = np.histogram_bin_edges(np.concatenate([np.asarray(ref, float), np.asarray(cur, float)]), 20)
+                             "current": pd.Series(cur, dtype=object).dropna().astype(str).value_counts(normalize=True)})
+        return freq.fillna(0).plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:orange"], legend=False)
+    ref, cur = _numbers(ref), _numbers(cur)
+    bins = np.histogram_bin_edges(np.concatenate([ref, cur]), 20)
     ax.hist(ref, bins, density=True, alpha=0.55, label="reference")
-    ax.hist(cur, bins, density=True, alpha=0.55, label="current")
+    if len(cur): ax.hist(cur, bins, density=True, alpha=0.55, label="current")
 
 # %% ../nbs/22_drift.ipynb #b5f27002
 def _title(ax, name: str, row: pd.Series):
-    "Title a panel with the feature's verdict and its p-value (or distance), in red when it drifted."
-    has_p = row.p_value is not None and not pd.isna(row.p_value)
-    score = f"p={row.p_value:.2g}" if has_p else f"d={row.distance:.2f}"
-    ax.set_title(f"{name}: {'DRIFT' if row.drifted else 'ok'} ({row.test} {score})",
-                 color="tab:red" if row.drifted else "black", fontsize=9)
+    "Title a panel with the feature's decision, its p-value and its number of images, in red when it drifted."
+    detail = f"n={row.n}" if row.p_value is None or pd.isna(row.p_value) else f"p={row.p_value:.2g}, n={row.n}"
+    ax.set_title(f"{name}: {row.decision.split(':')[0].split(' (')[0]} ({detail})",
+                 color="tab:red" if row.drifted is True else "black", fontsize=9)
 
 # %% ../nbs/22_drift.ipynb #8a33c7b8
 def plot_drift(reference: pd.DataFrame, ref_probs, current: pd.DataFrame, table: pd.DataFrame):
@@ -111,7 +184,7 @@ def plot_drift(reference: pd.DataFrame, ref_probs, current: pd.DataFrame, table:
     fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 5.6))
     for ax, name in zip(axes.flat, names, strict=False):
         ref = ref_probs if name == "prob_ai" else reference[name]
-        _plot_feature(ax, ref, current[name], table.kind[name] == "categorical")
+        _plot_feature(ax, ref, current[name] if name in current else [], table.kind[name] == "categorical")
         _title(ax, name, table.loc[name])
     for ax in axes.flat[len(names):]: ax.axis("off")
     axes.flat[0].legend(["reference", "current"], fontsize=8)
@@ -119,17 +192,26 @@ def plot_drift(reference: pd.DataFrame, ref_probs, current: pd.DataFrame, table:
     return fig
 
 # %% ../nbs/22_drift.ipynb #910df1f2
+def _rule(summary: dict) -> str:
+    "What a decision means, in words, for the report."
+    s = summary
+    rule = (f"A feature drifts when its two-sample test gives p &lt; α = {s.get('alpha', 0.05):g} (Kolmogorov-Smirnov "
+            f"for numbers, total variation for the format; p from {s.get('n_permutations', 1000)} random splits of the "
+            f"reference and the window pooled, so that on unchanged traffic at most {s.get('alpha', 0.05):.0%} of "
+            f"decisions flag, whatever the window's size) and its distance is at least {s.get('threshold', 0.1):g}. "
+            f"A feature with fewer than {s.get('min_images', 20)} images is not decided.")
+    skipped = s.get("skipped_lines", 0)
+    return rule + (f" {skipped} line(s) of the log skipped: not a JSON record (truncated, corrupt)." if skipped else "")
+
 def _html(summary: dict, table: pd.DataFrame, png: bytes, title: str) -> str:
-    verdict = (f"{len(summary['drifted_features'])} of {len(table)} features drifted "
-               f"({summary['share_drifted']:.0%}): {', '.join(summary['drifted_features']) or 'none'}")
-    rows = table.assign(drifted=table.drifted.map({True: "DRIFT", False: "ok"})).to_html(
-        float_format=lambda v: f"{v:.4g}", na_rep="", classes="drift")
+    verdict = summary.get("verdict") or f"{len(summary['drifted_features'])} features drifted"
+    rows = table.drop(columns="drifted").to_html(float_format=lambda v: f"{v:.4g}", na_rep="", classes="drift")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
             "body{font-family:sans-serif;margin:2em;max-width:70em}table.drift{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:.3em .6em}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p><b>{html.escape(verdict)}</b>; dataset drift: "
             f"{'yes' if summary['dataset_drift'] else 'no'}. Reference: {summary['n_reference']} training images; "
-            f"current: {summary['n_current']} predictions.</p>{rows}"
+            f"current: {summary['n_current']} predictions.</p><p>{_rule(summary)}</p>{rows}"
             f"<p><img alt='distributions' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>"
             "</body></html>")
 
@@ -157,9 +239,13 @@ def read_log(path: str | os.PathLike, since: str | None = None) -> pd.DataFrame:
     "The prediction log at `path`, from `since` (a date or time, UTC unless it says otherwise) on."
     if not Path(path).is_file(): raise FileNotFoundError(f"prediction log {path} does not exist")
     df = read_prediction_log(path)
+    skipped = df.attrs.get("skipped_lines", 0)
     if since: df = _since(df, since)
-    if df.empty: raise ValueError(f"no predictions in {path}" + (f" since {since}" if since else ""))
-    return df.reset_index(drop=True)
+    if df.empty: raise ValueError(f"no predictions in {path}" + (f" since {since}" if since else "")
+                                  + (f" ({skipped} line(s) not a JSON record)" if skipped else ""))
+    df = df.reset_index(drop=True)
+    df.attrs["skipped_lines"] = skipped
+    return df
 
 # %% ../nbs/22_drift.ipynb #cbebe869
 def _report(out_dir: Path, summary: dict, table: pd.DataFrame, reference: pd.DataFrame, ref_probs,
@@ -175,16 +261,21 @@ def drift(run_dir: str,                # run folder with reference_profile.json 
           log: str | None = None,      # prediction log (default: RUN/predictions.jsonl, where `aidetect serve` writes)
           since: str | None = None,    # only predictions from this date or time on (ISO 8601, UTC by default)
           out_dir: str | None = None,  # report folder (default: RUN/drift)
-          alpha: float = 0.05,         # p-value below which a test flags drift (KS, chi-square)
-          threshold: float = 0.1,      # distance from which drift is flagged (Wasserstein, Jensen-Shannon)
+          alpha: float = 0.05,         # a feature drifts when its test's p-value is below alpha (at any window size)
+          threshold: float = 0.1,      # ... and its distance (normed Wasserstein, Jensen-Shannon) at least this
+          min_images: int = 20,        # a feature with fewer values in the log is reported as too few, not decided
+          n_permutations: int = 1000,  # random splits that give each p-value (seeded: the same log, the same report)
          ) -> dict:
     "Compare the service's prediction log with the run's training profile; write drift.json and drift.html."
     reference, ref_probs = read_reference_profile(run_dir)
     current = read_log(log or Path(run_dir) / "predictions.jsonl", since)
-    table = drift_table(reference, ref_probs, current, alpha, threshold)
-    summary = drift_summary(table, len(reference), len(current))
+    table = drift_table(reference, ref_probs, current, alpha, threshold, min_images, n_permutations)
+    summary = drift_summary(table, len(reference), len(current), current.attrs.get("skipped_lines", 0))
     json_path, html_path = _report(out_dir or Path(run_dir) / "drift", summary, table, reference, ref_probs, current,
                                    f"Drift report: {Path(run_dir).name}")
-    print(table[["test", "statistic", "p_value", "distance", "drifted"]].to_string(float_format=lambda v: f"{v:.4g}"))
-    print(f"drifted: {', '.join(summary['drifted_features']) or 'none'}; report: {html_path}")
+    print(table[["test", "statistic", "p_value", "distance", "n", "decision"]].to_string(
+        float_format=lambda v: f"{v:.4g}"))
+    n_skipped = summary["skipped_lines"]
+    skipped = f"; {n_skipped} log line(s) skipped (not a JSON record)" if n_skipped else ""
+    print(f"{summary['verdict']}{skipped}; report: {html_path}")
     return {**summary, "json": str(json_path), "html": str(html_path)}

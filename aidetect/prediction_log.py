@@ -132,10 +132,26 @@ def _log_files(path: Path) -> list[Path]:
     return [*sorted(rotated, key=lambda p: -int(p.suffix[1:])), path]
 
 # %% ../nbs/19_prediction_log.ipynb #fabf7e22
+def _records(path: Path) -> tuple[list[dict], int]:
+    "The JSON objects on the lines of `path`, and how many lines were not one (truncated, corrupt)."
+    records, bad = [], 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip(): continue
+            try: record = json.loads(line)
+            except ValueError: record = None  # also bytes that are not UTF-8
+            if isinstance(record, dict): records.append(record)
+            else: bad += 1
+    return records, bad
+
 def read_prediction_log(path: str | os.PathLike):
     "The prediction log at `path` and its rotated files, oldest first, as a pandas DataFrame (one row per prediction)."
     import pandas as pd
-    frames = [pd.read_json(p, lines=True) for p in _log_files(Path(path)) if p.is_file() and p.stat().st_size]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["ts"])
-    if "ts" in df: df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
+    read = [_records(p) for p in _log_files(Path(path)) if p.is_file() and p.stat().st_size]
+    df = pd.DataFrame([r for records, _ in read for r in records])
+    if df.empty: df = pd.DataFrame(columns=["ts"])
+    if "ts" in df: df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601", errors="coerce")
+    df.attrs["skipped_lines"] = skipped = sum(bad for _, bad in read)
+    if skipped: _plog.warning("prediction log %s: %d line(s) skipped, not a JSON record (truncated or corrupt)",
+                              path, skipped)
     return df

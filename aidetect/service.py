@@ -223,6 +223,14 @@ def _drift_report(service: Service) -> Path:
     "Where `aidetect drift RUN` writes the report of the served run."
     return Path(service.backend.source).parent / "drift" / "drift.html"
 
+def _drift_decision(service: Service) -> dict | None:
+    "The decision of the run's drift report (its drift.json): verdict, α, images, drifted features; None if none."
+    from aidetect.utils import read_json
+    summary = read_json(_drift_report(service).with_name("drift.json"))
+    if not isinstance(summary, dict) or "verdict" not in summary: return None
+    keys = ("verdict", "alpha", "n_current", "min_images", "drifted_features", "undecided_features", "dataset_drift")
+    return {k: summary.get(k) for k in keys}
+
 def _readiness(service: Service) -> dict:
     "What `/ready` answers."
     b, p = service.backend, service.backend.preprocess
@@ -230,7 +238,7 @@ def _readiness(service: Service) -> dict:
                for k, v in (b.meta.get("metrics") or {}).items()}
     return dict(ready=True, **service.info, classes=list(b.classes), threshold=service.threshold,
                 checkpoint=Path(b.source).name, img_size=p.img_size, crop_mode=p.crop_mode, metrics=metrics,
-                drift_report=_drift_report(service).is_file())
+                drift_report=_drift_report(service).is_file(), drift=_drift_decision(service))
 
 # %% ../nbs/21_service.ipynb #32d38ebe
 def _add_page_routes(app: FastAPI, service: Service, page: str):
