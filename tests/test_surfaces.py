@@ -2,10 +2,14 @@
 Vertex AI jobs (every typed word reaches the job literally; the printed YAML holds only the spec), sweeps (a
 finished run is never deleted; one sweep of a name at a time; list-valued and relative-path parameters), the
 dataset audit (odd files are listed, files outside the dataset are not read), the leaderboard and image decoding."""
+import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from aidetect.vertex import expand_line
@@ -48,3 +52,46 @@ def test_vertex_dry_run_refuses_a_display_name_that_would_break_the_yaml():
     done = vertex_dry_run("train", "--name", f"x\n{EVIL}\n#")
     assert done.returncode != 0 and "display name" in done.stderr and "printable" in done.stderr
     assert EVIL not in done.stdout
+
+
+@pytest.fixture(scope="module")
+def generator_sweep(tiny_demo, tmp_path_factory):
+    """`aidetect sweep` over two generators (a list-valued parameter) with the data folder given relative to the
+    folder the command runs in; while it runs, a second call of the same sweep; after it, a call with another
+    fixed parameter (epochs). Returns the sweep folder and the three finished processes."""
+    d = tmp_path_factory.mktemp("generator-sweep")
+    (d / "tiny.yaml").write_text(f"data: {os.path.relpath(tiny_demo, d)}\narch: test_resnet\nimg_size: 32\n"
+                                 "batch_size: 8\nwandb_mode: disabled\n")
+    argv = ["sweep", "-f", "tiny.yaml", "-p", "train_generators", "nearest,bilinear", "-p", "lr", "3e-3", "--name",
+            "s", "--jobs", "2", "--out-dir", str(d / "sweeps"), "--notebook", str(ROOT / "nbs/train.ipynb")]
+    first = subprocess.Popen([sys.executable, "-c", "from aidetect.cli import console; console()", *argv, "-p",
+                              "epochs", "1"], cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (d / "sweeps/s/sweep.json").exists() and first.poll() is None: time.sleep(0.2)
+    second = aidetect(*argv, "-p", "epochs", "1", cwd=d)
+    out, err = first.communicate(timeout=600)
+    first = subprocess.CompletedProcess(first.args, first.returncode, out, err)
+    mtimes = {p: p.stat().st_mtime_ns for p in (d / "sweeps/s").rglob("*") if p.is_file()}
+    third = aidetect(*argv, "-p", "epochs", "2", cwd=d)
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (d / "sweeps/s").rglob("*") if p.is_file()}, "files changed"
+    return d / "sweeps/s", first, second, third
+
+
+def test_sweep_of_a_list_parameter_with_a_relative_data_path_trains(generator_sweep):
+    sweep_dir, first, _, _ = generator_sweep
+    assert first.returncode == 0, first.stderr[-3000:]
+    for gen in ("nearest", "bilinear"):
+        metrics = json.loads((sweep_dir / f"train_generators={gen}/metrics.json").read_text())
+        assert metrics["params"]["train_generators"] == [gen] and Path(metrics["params"]["data"]).is_absolute()
+        run = sweep_dir / f"train_generators={gen}"  # the record says finished only once everything is written
+        assert (run / "run.json").stat().st_mtime_ns <= (run / "metrics.json").stat().st_mtime_ns
+
+
+def test_a_second_call_of_a_running_sweep_is_refused(generator_sweep):
+    _, _, second, _ = generator_sweep
+    assert second.returncode != 0 and "sweep s: another process is running it" in second.stderr, second.stderr
+
+
+def test_a_sweep_never_deletes_its_finished_runs(generator_sweep):
+    sweep_dir, _, _, third = generator_sweep  # the fixture checked that no file of the sweep changed
+    assert third.returncode != 0
+    assert "train_generators=nearest: epochs 1 -> 2" in third.stderr and "another --name" in third.stderr
