@@ -95,3 +95,55 @@ def test_a_sweep_never_deletes_its_finished_runs(generator_sweep):
     sweep_dir, _, _, third = generator_sweep  # the fixture checked that no file of the sweep changed
     assert third.returncode != 0
     assert "train_generators=nearest: epochs 1 -> 2" in third.stderr and "another --name" in third.stderr
+
+
+def qtable1_jpeg(path: Path):
+    """A valid greyscale JPEG whose only quantisation table has id 1 (libjpeg and Pillow decode it)."""
+    from PIL import Image
+    Image.new("L", (32, 32), 128).save(path, "JPEG", quality=75)
+    data = bytearray(path.read_bytes())
+    dqt, sof = data.index(b"\xff\xdb"), data.index(b"\xff\xc0")
+    data[dqt + 4] = data[sof + 12] = 0x01  # the table's id, and the one component's table
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def odd_dataset(tmp_path_factory) -> tuple[Path, Path]:
+    """Twelve 32-px PNGs (one with the EXIF camera maker '$\\x$'), one JPEG whose only quantisation table has id 1,
+    and a train.csv row pointing at an image outside the dataset folder, which has Markup in its name."""
+    import numpy as np
+    from PIL import Image
+    base = tmp_path_factory.mktemp("odd")
+    root, outside = base / "set [x](http:e) <b>", base / "elsewhere.png"
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        img = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        exif = Image.Exif()
+        if i == 0: exif[0x010F] = "$\\x$"
+        img.save(root / f"img/{i}.png", exif=exif)
+        rows.append((f"img/{i}.png", i % 2))
+    qtable1_jpeg(root / "img/qtable1.jpg")
+    Image.new("RGB", (32, 32)).save(outside)
+    rows += [("img/qtable1.jpg", 0), (str(outside), 1)]
+    (root / "train.csv").write_text("file_name,label\n" + "".join(f"{f},{y}\n" for f, y in rows))
+    return root, outside
+
+
+def test_audit_goes_on_past_odd_files_and_reads_nothing_outside(odd_dataset, tmp_path):
+    root, outside = odd_dataset
+    done = aidetect("audit", str(root), "--out-dir", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = (tmp_path / "a/metadata.csv").read_text()
+    assert "qtable1.jpg" in meta and "$\\x$" in meta and str(outside) not in meta
+    assert str(outside) not in (tmp_path / "a/groups.csv").read_text()
+    assert "outside the dataset folder" in (tmp_path / "a/bad_files.csv").read_text()
+    result = json.loads((tmp_path / "a/audit.json").read_text())
+    assert result["shortcut_auc"] is not None and result["n_images"] == 13  # one JPEG among PNGs: estimated
+    assert (tmp_path / "a/metadata.png").stat().st_size > 0  # the '$\x$' camera maker drawn as text
+    report = (tmp_path / "a/audit.md").read_text()
+    assert "<b>" not in report and "&lt;b&gt;" in report and "\\[x\\]\\(http:e\\)" in report
+    done = aidetect("audit", str(root), "--out-dir", str(tmp_path / "b"), "--allow-outside", "--no-pairs",
+                    "--no-plots")
+    assert done.returncode == 0 and str(outside) in (tmp_path / "b/metadata.csv").read_text(), done.stderr[-3000:]
