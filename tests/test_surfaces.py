@@ -147,3 +147,39 @@ def test_audit_goes_on_past_odd_files_and_reads_nothing_outside(odd_dataset, tmp
     done = aidetect("audit", str(root), "--out-dir", str(tmp_path / "b"), "--allow-outside", "--no-pairs",
                     "--no-plots")
     assert done.returncode == 0 and str(outside) in (tmp_path / "b/metadata.csv").read_text(), done.stderr[-3000:]
+
+
+PEAK = """import io, sys
+import numpy as np
+from PIL import Image
+from aidetect.data import load_image
+from aidetect.inference import decode_image
+a = np.zeros((5000, 6000), np.uint16); a[::7] = 40000  # 30 megapixels, 16-bit greyscale
+b = io.BytesIO(); Image.fromarray(a).save(b, "PNG"); data = b.getvalue(); open(sys.argv[2], "wb").write(data); del a
+status = lambda k: int(open("/proc/self/status").read().split(k + ":")[1].split()[0]) * 1024
+start = status("VmRSS")
+img = decode_image(data)[0] if sys.argv[1] == "service" else load_image(sys.argv[2])
+print(len(data), (status("VmHWM") - start) / (img.size[0] * img.size[1]))
+"""
+
+
+@pytest.mark.parametrize("decoder", ["service", "files"])
+def test_a_16_bit_image_decodes_within_a_few_bytes_per_pixel(decoder, tmp_path):
+    done = subprocess.run([sys.executable, "-c", PEAK, decoder, str(tmp_path / "gray16.png")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    size, per_pixel = map(float, done.stdout.split())
+    assert size < 200_000 and per_pixel < 10, (size, per_pixel)  # float64 copies took about 28 bytes a pixel
+
+
+def test_runs_skips_a_metrics_json_that_is_not_a_record(tmp_path):
+    run = tmp_path / "runs/good"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"val_acc": 0.75, "params": {"lr": 0.001, "out_dir": str(run)}}))
+    for name, text in (("list", "[1, 2]"), ("params", '{"val_acc": 0.5, "params": [1]}')):
+        (tmp_path / "runs" / name).mkdir()
+        (tmp_path / "runs" / name / "metrics.json").write_text(text)
+    done = aidetect("runs", str(tmp_path / "runs"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "good" in done.stdout and "0.7500" in done.stdout
+    assert done.stderr.count("is not a run record") == 2 and str(tmp_path / "runs/list") in done.stderr
