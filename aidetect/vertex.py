@@ -35,16 +35,20 @@ def sweep_grid(params: dict[str, str]) -> list[tuple[str, dict]]:
     return [(name, {**fixed, **run}) for name, run in zip(run_names(runs), runs, strict=True)]
 
 # %% ../nbs/25_vertex.ipynb #798fa971
+def _word(v) -> str:
+    "A parameter value as one word of a command line: a list (`train_generators`) as JSON, which papermill keeps."
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
 def papermill_command(notebook: str, output: str, files: list[str] = (), params: dict | None = None) -> list[str]:
     "The papermill command line that executes `notebook` into `output` with YAML `files`, then `params`."
     return ["papermill", str(notebook), str(output), *[a for f in files for a in ("-f", str(f))],
-            *[a for k, v in (params or {}).items() for a in ("-p", k, str(v))]]
+            *[a for k, v in (params or {}).items() for a in ("-p", k, _word(v))]]
 
 # %% ../nbs/25_vertex.ipynb #8e3f717e
 def aidetect_command(command: str, files: list[str] = (), params: dict | None = None) -> list[str]:
     "The console-script equivalent: `aidetect COMMAND -q -f FILE ... -p NAME VALUE ...`."
     return ["aidetect", command, "-q", *[a for f in files for a in ("-f", str(f))],
-            *[a for k, v in (params or {}).items() for a in ("-p", k, str(v))]]
+            *[a for k, v in (params or {}).items() for a in ("-p", k, _word(v))]]
 
 # %% ../nbs/25_vertex.ipynb #488ab347
 NODE_ENV = ("RANK", "MASTER_ADDR", "MASTER_PORT")  # set by Vertex AI on every node of a multi-node PyTorch job

@@ -183,3 +183,33 @@ def test_runs_skips_a_metrics_json_that_is_not_a_record(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "good" in done.stdout and "0.7500" in done.stdout
     assert done.stderr.count("is not a run record") == 2 and str(tmp_path / "runs/list") in done.stderr
+
+
+class Payload:
+    """What a hostile .pth holds: unpickling it runs a command."""
+    def __init__(self, marker: Path): self.marker = marker
+    def __reduce__(self): return (os.system, (f"touch {self.marker}",))
+
+
+def test_pretrained_pth_is_never_unpickled_beyond_tensors(tiny_demo, tmp_path):
+    import timm
+    import torch
+    torch.save({"model": timm.create_model("test_resnet").state_dict(), "x": Payload(tmp_path / "pwned")},
+               tmp_path / "evil.pth")
+    done = aidetect("train", "-q", "-p", "data", str(tiny_demo), "-p", "arch", "test_resnet", "-p", "img_size", "32",
+                    "-p", "pretrained", str(tmp_path / "evil.pth"), "-p", "out_dir", str(tmp_path / "run"),
+                    "-p", "wandb_mode", "disabled", "-p", "audit", "false", "-p", "cache", "off")
+    assert done.returncode != 0 and "refused rather than unpickled" in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "run/metrics.json").exists()
+
+
+def test_vertex_sweep_of_a_list_parameter_plans_one_job_per_training_set():
+    from aidetect.vertex import plan_jobs
+    done = aidetect("vertex", "sweep", "-p", "train_generators", "nearest,bilinear", "--dry-run", "--bucket", "gs://bkt",
+                    "--image", "img")
+    assert done.returncode == 0, done.stderr[-3000:]
+    specs = list(yaml.safe_load_all(done.stdout))
+    runs = [expand_line(s["workerPoolSpecs"][0]["containerSpec"]["command"][2])[1] for s in specs]
+    assert [r[r.index("train_generators") + 1] for r in runs] == ['["nearest"]', '["bilinear"]']
+    (job,) = plan_jobs("sweep", [], {"train_generators": "[nearest, bilinear]"}, "gs://bkt", "img")  # one set of two
+    assert job["command"][job["command"].index("train_generators") + 1] == '["nearest", "bilinear"]'
