@@ -38,7 +38,7 @@ def check_arch(arch: str) -> str:
         raise ValueError(f"arch: {arch!r} is not a timm model{hint}")
     return arch
 
-# %% ../nbs/07_model.ipynb #5c1f907f
+# %% ../nbs/07_model.ipynb #563c7a94
 _NESTED = ("state_dict_ema", "model_ema", "state_dict", "model")  # where training scripts nest weights (as timm)
 
 def _weights_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -55,6 +55,7 @@ def _weights_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"pretrained: {path} holds no state dict (a mapping of names to tensors)")
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
+# %% ../nbs/07_model.ipynb #5c1f907f
 def _local_weights(pretrained) -> Path:
     "The weights file `pretrained` names, with a clear error if it does not exist."
     path = Path(pretrained)

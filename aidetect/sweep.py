@@ -290,7 +290,7 @@ def _run_in_slot(slots: queue.Queue, notebook: Path, run: dict, name: str, jobs:
     try: return train_run(notebook, Path(run["dir"]), run["full"], run_env(name, run["full"], gpu, jobs))
     finally: slots.put(gpu)
 
-# %% ../nbs/24_sweep.ipynb #e454c950
+# %% ../nbs/24_sweep.ipynb #1287fe90
 def _sweep_dir(out_dir: str, name: str | None) -> Path:
     if not name: raise ValueError("name: give the sweep a name (--name NAME); its runs go to OUT_DIR/NAME/<run>/")
     return resolve_run_dir(Path(out_dir) / name)
@@ -309,6 +309,7 @@ def _plan_states(todo: list[dict], sweep_dir: Path, name: str) -> list[dict]:
                      f"parameters (recorded -> asked: {what}). A sweep never deletes a finished run: give this "
                      "sweep another --name, or move those run folders away to train them again")
 
+# %% ../nbs/24_sweep.ipynb #e454c950
 def _start(name, files, params, random, sample_seed, out_dir, notebook) -> tuple[Path, dict, list[dict]]:
     "Plan a sweep: its folder, its record (sweep.json) and its runs with their full parameters and state."
     sweep_dir = _sweep_dir(out_dir, name)
