@@ -8,7 +8,9 @@ Docs: https://aidetect.github.io/aidetect/audit.html.md"""
 from __future__ import annotations
 
 import hashlib
+import html
 import os
+import re
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from .data import CLASSES, find_bad_images, read_dataset, report_bad_images, resolve_data
+from .data import CLASSES, bad_images, read_dataset, report_bad_images, resolve_data
 from .metadata import (METADATA_CATEGORICAL, METADATA_FEATURES, METADATA_NUMERIC, SIZE_FEATURES, class_summary,
                                metadata_table, plot_metadata, reencoded_metadata)
 from .pairs import exact_duplicates, find_links, link_groups, pair_scores, plot_pairs
@@ -103,18 +105,19 @@ def shortcut_auc(meta: pd.DataFrame, y, folds, seed: int = 0,
     # one OpenMP thread: on a busy machine its spinning threads made a 2-second fit take a minute
     with threadpool_limits(1, user_api="openmp"):
         for tr, te in folds:
+            Xf = X.loc[:, X.iloc[tr].notna().any()]  # a number no training image of this fold has: left out here
             clf = HistGradientBoostingClassifier(max_iter=100, min_samples_leaf=max(2, min(20, len(tr) // 50)),
                                                  categorical_features="from_dtype", random_state=seed)
-            oof[te] = clf.fit(X.iloc[tr], y[tr]).predict_proba(X.iloc[te])[:, 1]
+            oof[te] = clf.fit(Xf.iloc[tr], y[tr]).predict_proba(Xf.iloc[te])[:, 1]
     return float(roc_auc_score(y, oof)), oof
 
 # %% ../nbs/06_audit.ipynb #877fcf99
 SHORTCUT_THRESHOLD = 0.75  # shortcut_auc above this: the audit warns
 LEAD_AUC = 0.7             # features whose own AUC reaches this are named in the warning
 
-def shortcut_warning(auc: float, features: pd.DataFrame, threshold: float = SHORTCUT_THRESHOLD) -> str | None:
+def shortcut_warning(auc: float | None, features: pd.DataFrame, threshold: float = SHORTCUT_THRESHOLD) -> str | None:
     "The warning when metadata alone separates the classes better than `threshold` (naming the leading features)."
-    if auc <= threshold: return None
+    if auc is None or auc <= threshold: return None  # None: too few images to estimate it
     ranked = features.sort_values("auc", ascending=False, kind="stable")
     lead = ranked[ranked.auc >= LEAD_AUC] if (ranked.auc >= LEAD_AUC).sum() >= 3 else ranked.head(3)
     names = "; ".join(f"{r.name} {r.auc:.2f} ({r.direction})" for r in lead.itertuples())
@@ -137,7 +140,9 @@ def table_key(df: pd.DataFrame) -> str:
 # %% ../nbs/06_audit.ipynb #ea896c18
 def metadata_result(df: pd.DataFrame, meta: pd.DataFrame, columns: list[str] | None = None) -> dict:
     "`shortcut_auc` and the feature AUCs of a metadata table `meta` for the rows of `df` (label[, group])."
-    folds = audit_folds(df)
+    try: folds = audit_folds(df)
+    except ValueError as e:  # too few images (or groups) of a class to cross-validate: say so, estimate nothing
+        return dict(shortcut_auc=None, features=[], n=len(df), not_estimated=str(e))
     return dict(shortcut_auc=round(shortcut_auc(meta, df.label, folds, columns=columns)[0], 4),
                 features=feature_aucs(meta, df.label, folds).to_dict("records"), n=len(df))
 
@@ -150,18 +155,21 @@ def metadata_audit(df: pd.DataFrame, threads: int | None = None, progress: bool 
     "`shortcut_auc` and the feature AUCs of `df` (path, label[, group]), cached per table and file state."
     cached = read_json(cache_dir() / "audit" / f"{table_key(df)}.json")
     if cached is not None: return cached
-    result = metadata_result(df, metadata_table(df.path, threads, progress))
+    undescribed = {}  # files that decode but whose header this code cannot describe: left out, named
+    meta = metadata_table(df.path, threads, progress, errors=undescribed)
+    result = metadata_result(df[~df.path.isin(undescribed)].reset_index(drop=True), meta)
+    if undescribed: result["undescribed"] = undescribed
     _cache_put(df, result)
     return result
 
 # %% ../nbs/06_audit.ipynb #1536ff6e
 def audit_warning(data: str | os.PathLike | pd.DataFrame, threshold: float = SHORTCUT_THRESHOLD,
-                  split: str = "train") -> str | None:
+                  split: str = "train", allow_outside: bool = False) -> str | None:
     "The shortcut warning for a dataset ('demo', a folder, or a table with path and label), or `None`; cached."
     if isinstance(data, pd.DataFrame): df = data
     else:
-        df = read_dataset(resolve_data(data), split)
-        df = df[~df.path.isin(find_bad_images(df.path))]
+        df = read_dataset(resolve_data(data), split, allow_outside)
+        df = df[~df.path.isin(bad_images(df))]  # as training: no file outside the folder, none that fails to decode
     result = metadata_audit(df.reset_index(drop=True))
     return shortcut_warning(result["shortcut_auc"], pd.DataFrame(result["features"]), threshold)
 
@@ -171,7 +179,8 @@ def _reencoded_audit(df: pd.DataFrame, spec, threads: int | None, progress: bool
     meta = reencoded_metadata(df.path, f"{spec[0]}:{spec[1]}" if spec[1] else spec[0], threads, progress)
     res = metadata_result(df, meta)
     others = [c for c in METADATA_FEATURES if c not in SIZE_FEATURES]
-    res["shortcut_auc_without_size"] = round(shortcut_auc(meta, df.label, audit_folds(df), columns=others)[0], 4)
+    res["shortcut_auc_without_size"] = (None if res["shortcut_auc"] is None else
+                                        round(shortcut_auc(meta, df.label, audit_folds(df), columns=others)[0], 4))
     result["reencoded"] = dict(spec=":".join(str(x) for x in spec if x), **res)
     return pd.DataFrame(res["features"])
 
@@ -198,9 +207,15 @@ def plot_feature_aucs(features: pd.DataFrame, threshold: float = SHORTCUT_THRESH
     return fig
 
 # %% ../nbs/06_audit.ipynb #4fee057a
+_MARKDOWN = re.compile(r"([\\`*_\[\]()#!|~$])")
+
+def _md(text) -> str:
+    "`text` (a name, a path, a value from a file) as literal Markdown: markup escaped, `<`, `>` and `&` as entities."
+    return html.escape(_MARKDOWN.sub(r"\\\1", str(text)), quote=False).replace("\n", " ")
+
 def _md_table(df: pd.DataFrame) -> str:
-    "A markdown table (no tabulate dependency)."
-    cells = [[str(c) for c in df.columns]] + [[str(v).replace("|", "/") for v in row] for row in df.to_numpy()]
+    "A markdown table (no tabulate dependency), every cell literal text."
+    cells = [[_md(c) for c in df.columns]] + [[_md(v) for v in row] for row in df.to_numpy()]
     lines = ["| " + " | ".join(r) + " |" for r in cells]
     return "\n".join(lines[:1] + ["|" + "---|" * len(df.columns)] + lines[1:])
 
@@ -261,15 +276,20 @@ def _pair_report(df: pd.DataFrame, pairs: pd.DataFrame, max_dist: float, ratio: 
                      "pair on both sides; train with -p groups auto or -p groups <audit folder>/groups.csv"]
 
 # %% ../nbs/06_audit.ipynb #ae08d113
-def _read_clean(root: Path, split: str, out_dir: Path, threads: int | None,
-                progress: bool) -> tuple[pd.DataFrame, dict]:
-    "The dataset's table without its unusable files (listed in `out_dir`/bad_files.csv, as training does), and those."
-    df = read_dataset(root, split)
+def _read_clean(root: Path, split: str, threads: int | None, progress: bool,
+                allow_outside: bool = False) -> tuple[pd.DataFrame, dict]:
+    "The dataset's table without its unusable rows, and those: training's rule (`bad_images`), files outside included."
+    df = read_dataset(root, split, allow_outside)
     if "label" not in df: raise ValueError(f"the {split} split of {root} has no labels: the audit needs them")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    bad = find_bad_images(df.path, threads, progress)
-    report_bad_images(bad, out_dir)
+    bad = bad_images(df, threads, progress)
     return df[~df.path.isin(bad)].reset_index(drop=True), bad
+
+def _described(df: pd.DataFrame, bad: dict, threads: int | None,
+               progress: bool) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    "`df` and its metadata, without the files whose header cannot be described: they join `bad`, with the reason."
+    undescribed = {}
+    meta = metadata_table(df.path, threads, progress, errors=undescribed)
+    return df[~df.path.isin(undescribed)].reset_index(drop=True), meta, {**bad, **undescribed}
 
 # %% ../nbs/06_audit.ipynb #5ca984ca
 class _Laps(dict):
@@ -293,10 +313,9 @@ def _with_groups(df: pd.DataFrame, links: dict) -> pd.DataFrame:
                                        df["group"] if "group" in df else None))
 
 # %% ../nbs/06_audit.ipynb #cba5a6be
-def _measure(df: pd.DataFrame, pairs: bool, threads: int | None, progress: bool, max_dist: float,
-             near_dist: float, timing: _Laps) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict]:
+def _measure(df: pd.DataFrame, meta: pd.DataFrame, pairs: bool, threads: int | None, progress: bool,
+             max_dist: float, near_dist: float, timing: _Laps) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict]:
     "The metadata, the links, the table with their groups, and the metadata classifier's result (cached); timed."
-    meta = metadata_table(df.path, threads, progress); timing.lap("metadata")
     links = _links(df, pairs, threads, progress, max_dist, near_dist); timing.lap("duplicates_and_pairs")
     grouped = _with_groups(df, links)
     res = metadata_result(grouped, meta)
@@ -327,10 +346,11 @@ def _write_tables(out_dir: Path, df: pd.DataFrame, meta: pd.DataFrame, features:
 # %% ../nbs/06_audit.ipynb #00b82c1f
 def _save_plots(out_dir: Path, df: pd.DataFrame, meta: pd.DataFrame, features: pd.DataFrame, pairs: pd.DataFrame,
                 result: dict, after: pd.DataFrame | None) -> list[str]:
-    "metadata.png, feature_auc.png and (when pairs exist) pairs.png in `out_dir`; their names."
+    "metadata.png, feature_auc.png (when estimated) and pairs.png (when pairs exist) in `out_dir`; their names."
     import matplotlib.pyplot as plt
-    figs = {"metadata.png": plot_metadata(meta, df.label),
-            "feature_auc.png": plot_feature_aucs(features, result["threshold"], result["shortcut_auc"], after)}
+    figs = {"metadata.png": plot_metadata(meta, df.label)}
+    if len(features):
+        figs["feature_auc.png"] = plot_feature_aucs(features, result["threshold"], result["shortcut_auc"], after)
     if len(pairs): figs["pairs.png"] = plot_pairs(df.path.tolist(), pairs)
     for name, fig in figs.items():
         fig.savefig(out_dir / name, dpi=80)
@@ -338,24 +358,32 @@ def _save_plots(out_dir: Path, df: pd.DataFrame, meta: pd.DataFrame, features: p
     return list(figs)
 
 # %% ../nbs/06_audit.ipynb #97757140
+def _verdict(result: dict) -> str:
+    if result["shortcut_auc"] is None:
+        return f"**shortcut_auc not estimated**: {_md(result.get('not_estimated', 'too few images'))}."
+    return (f"**shortcut_auc = {result['shortcut_auc']:.3f}** (cross-validated ROC-AUC of a gradient-boosting "
+            f"classifier on metadata only; warning above {result['threshold']}).")
+
 def _report_head(result: dict) -> list[str]:
     "The title, the counts, the verdict and the warnings."
-    lines = [f"# Audit of {result['data']}", "",
+    lines = [f"# Audit of {_md(result['data'])}", "",
              f"{result['n_images']} images ({result['n_per_class']}), {result['n_bad']} unusable file(s) skipped.", "",
-             f"**shortcut_auc = {result['shortcut_auc']:.3f}** (cross-validated ROC-AUC of a gradient-boosting "
-             f"classifier on metadata only; warning above {result['threshold']}).", "", "## Warnings", ""]
-    return lines + ([f"- {w}" for w in result["warnings"]] or ["None."])
+             _verdict(result), "", "## Warnings", ""]
+    return lines + ([f"- {_md(w)}" for w in result["warnings"]] or ["None."])
 
 # %% ../nbs/06_audit.ipynb #e7ef2aa4
+def _reencoded_line(r: dict) -> str:
+    if r["shortcut_auc"] is None: return f"Re-encoded as `{r['spec']}`: shortcut_auc not estimated."
+    return (f"Re-encoded as `{r['spec']}`: shortcut_auc {r['shortcut_auc']:.3f} "
+            f"({r['shortcut_auc_without_size']:.3f} without the size features).")
+
 def _report_metadata(result: dict, summary: pd.DataFrame, features: pd.DataFrame) -> list[str]:
     "The metadata per class, each feature alone, and the re-encoded audit (when there is one)."
+    alone = _md_table(features) if len(features) else "Not estimated (too few images)."
     lines = ["", "## Metadata per class", "", _md_table(summary.reset_index(names="feature")), "",
              "## Each feature alone", "", "`auc` = max(max(auc_rank, 1 - auc_rank), auc_binned): see the docs.", "",
-             _md_table(features), ""]
-    if "reencoded" not in result: return lines
-    r = result["reencoded"]
-    return lines + [f"Re-encoded as `{r['spec']}`: shortcut_auc {r['shortcut_auc']:.3f} "
-                    f"({r['shortcut_auc_without_size']:.3f} without the size features).", ""]
+             alone, ""]
+    return lines + ([_reencoded_line(result["reencoded"]), ""] if "reencoded" in result else [])
 
 # %% ../nbs/06_audit.ipynb #09a23738
 def _pairs_line(p: dict) -> str:
@@ -400,20 +428,26 @@ def audit(data: str,                              # 'demo' or a dataset folder (
           threads: int | None = None,             # reading threads (default: 2 per core, at most 16)
           pairs: bool = True,                     # recover near duplicates and hidden pairs (--no-pairs: exact only)
           plots: bool = True,                     # draw the plots (--no-plots: skip them)
+          allow_outside: bool = False,            # read train.csv rows outside the dataset folder
           progress: bool = False) -> dict:        # show progress bars
     "Audit a dataset for metadata shortcuts, duplicates and hidden pairs."
     spec = parse_reencode(reencode)
     if not 0.5 <= threshold <= 1: raise ValueError(f"threshold must be between 0.5 and 1, got {threshold}")
     root, timing = resolve_data(data), _Laps()
     out_dir = Path(out_dir).expanduser() if out_dir else _default_out_dir(data, root)
-    df, bad = _read_clean(root, split, out_dir, threads, progress); timing.lap("check_files")
-    meta, links, grouped, res = _measure(df, pairs, threads, progress, max_dist, near_dist, timing)
+    df, bad = _read_clean(root, split, threads, progress, allow_outside); timing.lap("check_files")
+    df, meta, bad = _described(df, bad, threads, progress); timing.lap("metadata")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report_bad_images(bad, out_dir)
+    meta, links, grouped, res = _measure(df, meta, pairs, threads, progress, max_dist, near_dist, timing)
     dups, pair_summary, dup_table, warns = _findings(df, links, res, threshold, pairs, max_dist)
+    if res["shortcut_auc"] is None: warns.append(f"shortcut_auc not estimated: {res['not_estimated']}")
     if bad: warns.append(f"{len(bad)} unusable file(s) skipped, listed in {out_dir / 'bad_files.csv'}")
     result = dict(data=str(data), root=str(root), split=split, out_dir=str(out_dir), n_images=len(df),
                   n_per_class={c: int((df.label == i).sum()) for i, c in enumerate(CLASSES)}, n_bad=len(bad),
                   threshold=threshold, shortcut_auc=res["shortcut_auc"], features=res["features"], warnings=warns,
                   duplicates=dups, pairs=pair_summary, timing={k: round(v, 3) for k, v in timing.items()})
+    if "not_estimated" in res: result["not_estimated"] = res["not_estimated"]
     result["timing"]["seconds_per_10k_images"] = round(sum(timing.values()) / max(1, len(df)) * 1e4, 2)
     after = _reencoded_audit(grouped, spec, threads, progress, result) if spec else None
     _write_outputs(out_dir, result, grouped, meta, links["pairs"], dup_table, after, plots)

@@ -29,11 +29,16 @@ CLASSES = ("human", "ai")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 # %% ../nbs/02_data.ipynb #50ef3048
+_BLOCK_PIXELS = 1 << 20  # the arithmetic of `_to_8bit` runs on blocks of rows of about this many pixels
+
 def _to_8bit(img: Image.Image) -> Image.Image:
     "A 16- or 32-bit integer grayscale image as 8-bit grayscale: 65535 is white, or 255 when no value exceeds it."
-    arr = np.asarray(img, dtype=np.float64)
-    top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-    return Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
+    arr = np.asarray(img)  # the integer pixels (2 or 4 bytes each), never a float copy of the whole image
+    top = 65535 if img.mode.startswith("I;16") or arr.max() > 255 else 255
+    out, rows = np.empty(arr.shape, np.uint8), max(1, _BLOCK_PIXELS // max(1, arr.shape[1]))
+    for r in range(0, arr.shape[0], rows):
+        out[r:r + rows] = np.clip(arr[r:r + rows].astype(np.int64) * 255 // top, 0, 255)
+    return Image.fromarray(out, "L")
 
 # %% ../nbs/02_data.ipynb #c9d7e0cd
 def _on_white(img: Image.Image) -> Image.Image:
@@ -45,7 +50,7 @@ def _on_white(img: Image.Image) -> Image.Image:
 # %% ../nbs/02_data.ipynb #806dd1d0
 def to_rgb(img: Image.Image) -> Image.Image:
     "Convert any PIL image (EXIF-rotated, gray, 16-bit, CMYK, palette, alpha) to upright 8-bit RGB."
-    img = ImageOps.exif_transpose(img)
+    if img.getexif().get(0x0112, 1) != 1: img = ImageOps.exif_transpose(img)  # else no copy: pixels count
     if img.mode in ("I;16", "I;16B", "I;16L", "I"): img = _to_8bit(img)
     if img.mode == "P" and "transparency" in img.info: img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"): return _on_white(img)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -42,8 +43,9 @@ _TABLES = np.stack([ijg_tables(q) for q in range(1, 101)])
 def jpeg_quality(quantization: dict) -> int | None:
     "The IJG quality (1..100) whose scaled standard tables are nearest to a JPEG's `quantization` tables."
     if not quantization: return None
-    err = np.abs(_TABLES[:, 0] - np.asarray(quantization[0])).sum(1)
-    if 1 in quantization: err = err + np.abs(_TABLES[:, 1] - np.asarray(quantization[1])).sum(1)
+    luma, *chroma = sorted(quantization)  # table ids are the file's choice: a greyscale JPEG may use id 1 alone
+    err = np.abs(_TABLES[:, 0] - np.asarray(quantization[luma])).sum(1)
+    if chroma: err = err + np.abs(_TABLES[:, 1] - np.asarray(quantization[chroma[0]])).sum(1)
     return int(err.argmin()) + 1
 
 # %% ../nbs/05_metadata.ipynb #6b025cc7
@@ -71,16 +73,20 @@ def image_metadata(src: str | os.PathLike | bytes) -> dict:
                     camera_make=_camera_make(exif), mode=img.mode)
 
 # %% ../nbs/05_metadata.ipynb #844fe174
-def _header_metadata(path: str) -> dict:
+def _header_metadata(path: str, errors: dict | None = None) -> dict | None:
     try: return image_metadata(path)
-    except Exception as e: raise OSError(f"cannot read the header of {path}: {e}") from e
+    except Exception as e:  # Pillow raises many types for an odd header
+        if errors is None: raise OSError(f"cannot read the header of {path}: {type(e).__name__}: {e}") from e
+        errors[path] = f"header not described: {type(e).__name__}: {e}"
 
-def metadata_table(paths, threads: int | None = None, progress: bool = False) -> pd.DataFrame:
-    "`image_metadata` of every path (unreadable files must be removed first: `find_bad_images`), with a `path` column."
+def metadata_table(paths, threads: int | None = None, progress: bool = False,
+                   errors: dict | None = None) -> pd.DataFrame:
+    "`image_metadata` of every path, with a `path` column; with `errors` (a dict), files it cannot describe go there."
     paths = [str(p) for p in paths]
-    rows = parallel(_header_metadata, paths, n_workers=io_threads(threads), threadpool=True, progress=progress)
-    meta = pd.DataFrame(list(rows), columns=METADATA_FEATURES)
-    meta.insert(0, "path", paths)
+    rows = parallel(partial(_header_metadata, errors=errors), paths, n_workers=io_threads(threads), threadpool=True,
+                    progress=progress)
+    meta = pd.DataFrame([r for r in rows if r is not None], columns=METADATA_FEATURES)
+    meta.insert(0, "path", [p for p, r in zip(paths, rows, strict=True) if r is not None])
     return meta
 
 # %% ../nbs/05_metadata.ipynb #c2e71147
@@ -112,9 +118,13 @@ def _hist_by_class(ax, v: pd.Series, labels: np.ndarray):
         ax.hist(v[labels == label].dropna(), bins=edges, alpha=0.5, label=name, density=True)
 
 # %% ../nbs/05_metadata.ipynb #e29eae45
+def _literal(text: str) -> str:
+    "`text` as a matplotlib label that shows it as typed: a `$` never starts mathtext."
+    return str(text).replace("$", r"\$")
+
 def _shares_by_class(ax, x: pd.Series, labels: np.ndarray):
     "Each class's share of the eight commonest values of the category `x`, as bars."
-    share = pd.crosstab(x.astype(str).replace("", "(none)"), labels, normalize="columns")
+    share = pd.crosstab(x.astype(str).replace("", "(none)").map(_literal), labels, normalize="columns")
     share = share.loc[share.sum(1).sort_values(ascending=False).index[:8]]
     share.rename(columns=dict(enumerate(CLASSES))).plot.barh(ax=ax, legend=False, alpha=0.7)
     ax.set_ylabel(""); ax.set_xlabel("share of class")

@@ -38,6 +38,23 @@ def check_arch(arch: str) -> str:
         raise ValueError(f"arch: {arch!r} is not a timm model{hint}")
     return arch
 
+# %% ../nbs/07_model.ipynb #563c7a94
+_NESTED = ("state_dict_ema", "model_ema", "state_dict", "model")  # where training scripts nest weights (as timm)
+
+def _weights_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    "The tensors of weights file `path`; a `.pth` is unpickled with `weights_only=True`: tensors and plain containers."
+    try:
+        if path.suffix == ".safetensors": return load_file(str(path))
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # an UnpicklingError for a forbidden object; others for a damaged file
+        raise ValueError(f"pretrained: {path} is not a plain file of weights ({type(e).__name__}: {str(e)[:200]}); "
+                         "it is refused rather than unpickled: save the weights as .safetensors or with "
+                         "torch.save(model.state_dict())") from None
+    sd = next((sd[k] for k in _NESTED if isinstance(sd, dict) and isinstance(sd.get(k), dict)), sd)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"pretrained: {path} holds no state dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
 # %% ../nbs/07_model.ipynb #5c1f907f
 def _local_weights(pretrained) -> Path:
     "The weights file `pretrained` names, with a clear error if it does not exist."
@@ -57,8 +74,9 @@ def create_detector(arch: str, pretrained: str | os.PathLike | None = None, num_
         except Exception as e:
             raise RuntimeError(f"pretrained: could not download weights for {arch} ({e}). Offline, download them "
                                "elsewhere and pass the file: pretrained=/path/to/model.safetensors") from e
+    weights = _weights_state_dict(_local_weights(pretrained))  # read here, so timm never unpickles the file
     return timm.create_model(arch, pretrained=True, num_classes=num_classes,
-                             pretrained_cfg_overlay=dict(file=str(_local_weights(pretrained))), **kwargs)
+                             pretrained_cfg_overlay=dict(state_dict=weights), **kwargs)
 
 # %% ../nbs/07_model.ipynb #3b9a5f5b
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:

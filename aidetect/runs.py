@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from glob import glob, has_magic
 from pathlib import Path
 
@@ -30,6 +31,16 @@ def read_record(path: Path, key: str | None = None) -> dict:
     return d.get(key, {}) if key else d
 
 # %% ../nbs/23_runs.ipynb #236a0e3b
+def _run_records(hits: list[Path]) -> list[Path]:
+    "The folders among `hits` whose metrics.json is a run record (an object, its params an object); warn of the rest."
+    kept = []
+    for h in hits:
+        m = read_json(h / "metrics.json")
+        if isinstance(m, dict) and isinstance(m.get("params", {}), dict): kept.append(h)
+        else: warnings.warn(f"skipping {h}: its metrics.json is not a run record (a JSON object with a params "
+                            "object); cut short, or written by something else", stacklevel=3)
+    return kept
+
 def find_runs(*dirs: str | os.PathLike) -> list[Path]:
     "Run folders (with a metrics.json) in or under `dirs` (folders or globs; relative: cwd, else project root)."
     found = []
@@ -37,8 +48,8 @@ def find_runs(*dirs: str | os.PathLike) -> list[Path]:
         d = str(Path(d).expanduser())
         if not (glob(d) if has_magic(d) else Path(d).exists()): d = str(resolve_run_dir(d))
         roots = sorted(glob(d)) if has_magic(d) else [d]
-        hits = [m.parent for r in roots for m in sorted(Path(r).rglob("metrics.json"))]
-        if not hits: raise ValueError(f"no run folder (one with a metrics.json) in {d}")
+        hits = _run_records([m.parent for r in roots for m in sorted(Path(r).rglob("metrics.json"))])
+        if not hits: raise ValueError(f"no run folder (one with a metrics.json that is a run record) in {d}")
         found += [h.resolve() for h in hits]
     return list(dict.fromkeys(found))
 

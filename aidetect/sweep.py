@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from concurrent.futures import as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -74,14 +75,28 @@ def _parse_range(name: str, spec: str) -> Axis:
     return ax
 
 # %% ../nbs/24_sweep.ipynb #e47b7fc8
+def _list_values(name: str, spec: str) -> list[list[str]]:
+    "The values of a list-valued parameter: 'a,b' (a run on each), '[a, b]' (one run on both), '[[a], [a, b]]'."
+    if not spec.startswith("["): return [[p] for p in _parts(name, spec)] if spec else [[]]
+    try: v = yaml.safe_load(spec)
+    except yaml.YAMLError as e: raise ValueError(f"{name}: {spec!r} is not a YAML list ({e.problem})") from None
+    if v and all(isinstance(x, list) for x in v): values = v
+    elif isinstance(v, list) and not any(isinstance(x, (list, dict)) for x in v): values = [v]
+    else: raise ValueError(f"{name}: give names 'a,b', a list '[a, b]' or lists '[[a], [a, b]]', got {spec!r}")
+    return [[str(x) for x in value] for value in values]
+
+def _parts(name: str, spec: str) -> list[str]:
+    parts = [p.strip() for p in spec.split(",")]
+    if not all(parts): raise ValueError(f"{name}: empty value in {spec!r}")
+    return parts
+
 def parse_axis(name: str, spec) -> Axis:
     "The values of parameter `name` given as `spec`: 'a,b,c', one value, or a numeric range 'LO:HI[:log][:N]'."
     if name not in _KINDS: raise ValueError(f"unknown parameter {name!r}; known: {list(_KINDS)}")
     spec = str(spec).strip()
     if _KINDS[name] in ("int", "float") and ":" in spec: return _parse_range(name, spec)
-    parts = [p.strip() for p in spec.split(",")]
-    if not all(parts): raise ValueError(f"{name}: empty value in {spec!r}")
-    return Axis(name, spec, values=list(dict.fromkeys(_value(name, p) for p in parts)))
+    values = _list_values(name, spec) if _KINDS[name] == "list" else [_value(name, p) for p in _parts(name, spec)]
+    return Axis(name, spec, values=list({json.dumps(v): v for v in values}.values()))
 
 # %% ../nbs/24_sweep.ipynb #5016245f
 def _cast(ax: Axis, x: float, digits: int):
@@ -125,6 +140,7 @@ def plan_runs(axes: list[Axis], random: int = 0, seed: int = 0) -> list[dict]:
 
 # %% ../nbs/24_sweep.ipynb #15a3b3f0
 def _short(v) -> str:
+    if isinstance(v, list): return "+".join(map(_short, v)) or "all"
     s = f"{v:g}" if isinstance(v, float) else str(v)
     if "/" in s.strip("/"): s = Path(s).name
     return re.sub(r"[^A-Za-z0-9.=+-]", "-", s)
@@ -145,6 +161,13 @@ def _check_runs(base: dict, runs: list[dict]):
         except ValueError as e: raise ValueError(f"run {name}: {e}") from None
 
 # %% ../nbs/24_sweep.ipynb #e5cabbd4
+_PATHS, _NOT_PATHS = ("data", "pretrained", "groups"), ("", "demo", "hub", "auto")
+
+def _from_here(params: dict) -> dict:
+    "`params` with relative `data`, `pretrained` and `groups` paths made absolute from the working folder."
+    here = lambda k, v: k in _PATHS and isinstance(v, str) and v not in _NOT_PATHS and not Path(v).is_absolute()
+    return {k: str(Path(v).expanduser().absolute()) if here(k, v) else v for k, v in params.items()}
+
 def plan_sweep(files: list[str] = (), params: list[tuple[str, str]] = (), random: int = 0,
                seed: int = 0) -> tuple[dict, list[dict], dict]:
     "(parameters common to all runs, swept parameters of each run, the swept specs) of a sweep, all checked."
@@ -155,8 +178,8 @@ def plan_sweep(files: list[str] = (), params: list[tuple[str, str]] = (), random
     fixed = {a.name: a.values[0] for a in axes if len(a.values) == 1}
     swept = [a for a in axes if a.name not in fixed]
     base, runs = load_params(files, fixed).to_dict(), plan_runs(swept, random, seed)
-    _check_runs(base, runs)
-    return base, runs, {a.name: a.spec for a in swept}
+    _check_runs(base, runs)  # paths are checked from here, where they were typed; each run executes in nbs/
+    return _from_here(base), [_from_here(r) for r in runs], {a.name: a.spec for a in swept}
 
 # %% ../nbs/24_sweep.ipynb #f5c6173b
 def same_params(a: dict, b: dict) -> bool:
@@ -187,6 +210,14 @@ def run_state(run_dir: Path, params: dict) -> str:
     if done and same_params(done, params): return "finished"
     if (run_dir / "last_state.pt").exists() and started and same_params(started, params): return "resumable"
     return "new"
+
+# %% ../nbs/24_sweep.ipynb #b35c80dd
+def _kept_params(run_dir: Path, params: dict) -> dict:
+    "What differs (name: (recorded, asked)) between `params` and the work `run_dir` keeps: a finished or resumable run."
+    kept = read_record(run_dir / "metrics.json", "params")
+    if not kept and (run_dir / "last_state.pt").exists(): kept = _read_yaml(run_dir / "params.yaml")
+    names = [k for k in dict.fromkeys([*kept, *params]) if k not in NOT_COMPARED]
+    return {k: (kept.get(k), params.get(k)) for k in names if kept and kept.get(k) != params.get(k)}
 
 # %% ../nbs/24_sweep.ipynb #1b311d4f
 def visible_gpus() -> list[str]:
@@ -259,18 +290,34 @@ def _run_in_slot(slots: queue.Queue, notebook: Path, run: dict, name: str, jobs:
     try: return train_run(notebook, Path(run["dir"]), run["full"], run_env(name, run["full"], gpu, jobs))
     finally: slots.put(gpu)
 
+# %% ../nbs/24_sweep.ipynb #1287fe90
+def _sweep_dir(out_dir: str, name: str | None) -> Path:
+    if not name: raise ValueError("name: give the sweep a name (--name NAME); its runs go to OUT_DIR/NAME/<run>/")
+    return resolve_run_dir(Path(out_dir) / name)
+
+def _plan_states(todo: list[dict], sweep_dir: Path, name: str) -> list[dict]:
+    "Each run's state; run folders that keep work done with other parameters stop the sweep, naming them."
+    clashes = {}
+    for r in todo:
+        r["state"] = run_state(Path(r["dir"]), r["full"])
+        r["full"]["resume"] = r["state"] == "resumable"
+        if r["state"] == "new" and (diff := _kept_params(Path(r["dir"]), r["full"])): clashes[r["run"]] = diff
+    if not clashes: return todo
+    what = "; ".join(f"{run}: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in d.items())
+                     for run, d in clashes.items())
+    raise ValueError(f"sweep {name}: {len(clashes)} run folder(s) in {sweep_dir} keep runs trained with other "
+                     f"parameters (recorded -> asked: {what}). A sweep never deletes a finished run: give this "
+                     "sweep another --name, or move those run folders away to train them again")
+
 # %% ../nbs/24_sweep.ipynb #e454c950
 def _start(name, files, params, random, sample_seed, out_dir, notebook) -> tuple[Path, dict, list[dict]]:
     "Plan a sweep: its folder, its record (sweep.json) and its runs with their full parameters and state."
-    if not name: raise ValueError("name: give the sweep a name (--name NAME); its runs go to OUT_DIR/NAME/<run>/")
+    sweep_dir = _sweep_dir(out_dir, name)
     base, runs, swept = plan_sweep(files, params, random, sample_seed)
-    sweep_dir = resolve_run_dir(Path(out_dir) / name)
-    todo = []
-    for run_name, run in zip(run_names(runs), runs, strict=True):
-        full = {**base, **run, "out_dir": str(sweep_dir / run_name)}
-        state = run_state(sweep_dir / run_name, full)
-        todo.append({"run": run_name, "params": run, "dir": full["out_dir"], "state": state,
-                     "full": {**full, "resume": state == "resumable"}})
+    todo = [{"run": run_name, "params": run, "dir": str(sweep_dir / run_name),
+             "full": {**base, **run, "out_dir": str(sweep_dir / run_name)}}
+            for run_name, run in zip(run_names(runs), runs, strict=True)]
+    _plan_states(todo, sweep_dir, name)
     record = {"name": name, "notebook": str(notebook), "files": [str(f) for f in files], "swept": swept,
               "params": dict(params), "random": random, "sample_seed": sample_seed,
               "common": {k: v for k, v in base.items() if k not in swept and k not in NOT_COMPARED},
@@ -327,6 +374,19 @@ def _table(record: dict) -> pd.DataFrame:
              "seconds": r.get("seconds"), "error": r["error"]} for r in record["runs"]]
     return pd.DataFrame(rows).set_index("run")
 
+# %% ../nbs/24_sweep.ipynb #91584d92
+@contextmanager
+def _hold_sweep(sweep_dir: Path, name: str):
+    "Hold the sweep's folder for this process (an `flock` on SWEEP/.sweep.lock), or refuse it at once."
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / ".sweep.lock", "a") as lock:
+        try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"sweep {name}: another process is running it in {sweep_dir}; wait for it to finish, "
+                             "or give this sweep another --name") from None
+        try: yield sweep_dir
+        finally: fcntl.flock(lock, fcntl.LOCK_UN)
+
 # %% ../nbs/24_sweep.ipynb #1d0a5e3d
 def sweep(
     File: Annotated[str, "YAML parameter file for every run; repeat for several, later files win",
@@ -345,11 +405,13 @@ def sweep(
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
     nb = _notebook(notebook)
     sweep_dir, record, todo = _start(name, File or [], Param or [], random, sample_seed, out_dir, nb)
-    entries = {e["run"]: e for e in record["runs"]}
-    pending = _skip_done(todo, entries)
-    _write_record(sweep_dir, record, threading.Lock())
-    print(f"sweep {name}: {len(todo)} runs, {len(todo) - len(pending)} finished or busy, {len(pending)} to train "
-          f"({jobs} at a time) in {sweep_dir}", flush=True)
-    _train_pending(pending, entries, record, sweep_dir, nb, name, jobs)
+    with _hold_sweep(sweep_dir, name):
+        _plan_states(todo, sweep_dir, name)  # again: now no other call of this sweep can change the folders
+        entries = {e["run"]: e for e in record["runs"]}
+        pending = _skip_done(todo, entries)
+        _write_record(sweep_dir, record, threading.Lock())
+        print(f"sweep {name}: {len(todo)} runs, {len(todo) - len(pending)} finished or busy, {len(pending)} to train "
+              f"({jobs} at a time) in {sweep_dir}", flush=True)
+        _train_pending(pending, entries, record, sweep_dir, nb, name, jobs)
     _raise_failures(record, sweep_dir)
     return _table(record)

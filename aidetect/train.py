@@ -374,7 +374,7 @@ def _run_record(run: _Run, timing: dict, timer: StageTimer) -> dict:
 # %% ../nbs/15_train.ipynb #844c25e8
 def _finish_run(run: _Run, train_df: pd.DataFrame, val_df: pd.DataFrame, bad: dict, timing: dict,
                 timer: StageTimer, audit: str | None = None) -> dict:
-    "Calibrate and score the best checkpoint, draw the plots, profile the images; write metrics.json and run.json."
+    "Calibrate and score the best checkpoint, draw the plots, profile the images; write run.json, then metrics.json."
     cfg, run_dir = run.cfg, run.run_dir
     val, val_probs, best_epoch = _score_best(run, val_df, timer)
     with timer("plots"): plots = _plots(run_dir, val_df, val_probs, run.logger)
@@ -382,8 +382,8 @@ def _finish_run(run: _Run, train_df: pd.DataFrame, val_df: pd.DataFrame, bad: di
     metrics = {**{f"val_{k}": v for k, v in val.items()}, "best_epoch": best_epoch,
                "n_train": len(train_df), "n_val": len(val_df), "skipped_files": len(bad), "bad_files": bad,
                "audit_warning": audit, "params": cfg.to_dict()}
-    write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "run.json", _run_record(run, timing, timer))
+    write_json(run_dir / "metrics.json", metrics)  # last, atomically: the one record that says the run finished
     run.logger.log_images(plots)
     run.logger.finish(metrics)
     return metrics

@@ -12,6 +12,8 @@ import copy
 import json
 import re
 import shlex
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -33,32 +35,42 @@ def sweep_grid(params: dict[str, str]) -> list[tuple[str, dict]]:
     return [(name, {**fixed, **run}) for name, run in zip(run_names(runs), runs, strict=True)]
 
 # %% ../nbs/25_vertex.ipynb #798fa971
+def _word(v) -> str:
+    "A parameter value as one word of a command line: a list (`train_generators`) as JSON, which papermill keeps."
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
 def papermill_command(notebook: str, output: str, files: list[str] = (), params: dict | None = None) -> list[str]:
     "The papermill command line that executes `notebook` into `output` with YAML `files`, then `params`."
     return ["papermill", str(notebook), str(output), *[a for f in files for a in ("-f", str(f))],
-            *[a for k, v in (params or {}).items() for a in ("-p", k, str(v))]]
+            *[a for k, v in (params or {}).items() for a in ("-p", k, _word(v))]]
 
 # %% ../nbs/25_vertex.ipynb #8e3f717e
 def aidetect_command(command: str, files: list[str] = (), params: dict | None = None) -> list[str]:
     "The console-script equivalent: `aidetect COMMAND -q -f FILE ... -p NAME VALUE ...`."
     return ["aidetect", command, "-q", *[a for f in files for a in ("-f", str(f))],
-            *[a for k, v in (params or {}).items() for a in ("-p", k, str(v))]]
+            *[a for k, v in (params or {}).items() for a in ("-p", k, _word(v))]]
 
 # %% ../nbs/25_vertex.ipynb #488ab347
 NODE_ENV = ("RANK", "MASTER_ADDR", "MASTER_PORT")  # set by Vertex AI on every node of a multi-node PyTorch job
+
+class _EnvWord(str):
+    "A word of the job's command that holds `${VAR:?...}` references for the shell to expand (made here only)."
 
 def torchrun_command(command: list[str], gpus_per_node: int = 1, nodes: int = 1) -> list[str]:
     "`command` (a console script) under torchrun: one process per GPU on each of `nodes` machines."
     if nodes == 1: return ["torchrun", "--standalone", f"--nproc-per-node={gpus_per_node}", "--no-python", *command]
     env = {k: f"${{{k}:?not set: Vertex AI sets it in multi-node PyTorch jobs}}" for k in NODE_ENV}
-    return ["torchrun", f"--nnodes={nodes}", f"--nproc-per-node={gpus_per_node}", f"--node-rank={env['RANK']}",
-            f"--master-addr={env['MASTER_ADDR']}", f"--master-port={env['MASTER_PORT']}", "--no-python", *command]
+    return ["torchrun", f"--nnodes={nodes}", f"--nproc-per-node={gpus_per_node}",
+            _EnvWord(f"--node-rank={env['RANK']}"), _EnvWord(f"--master-addr={env['MASTER_ADDR']}"),
+            _EnvWord(f"--master-port={env['MASTER_PORT']}"), "--no-python", *command]
 
 # %% ../nbs/25_vertex.ipynb #9a89aa94
 _ENV_REF = re.compile(r"\$\{([A-Z_]+):\?[^}]*\}")
 
 def _quote(word: str) -> str:
-    parts, last = [], 0  # quote the text around ${VAR:?msg}; leave the reference itself to the shell
+    "`word` quoted for `sh`; only an `_EnvWord` keeps its `${VAR:?msg}` references for the shell to expand."
+    if not isinstance(word, _EnvWord): return shlex.quote(word)
+    parts, last = [], 0
     for m in _ENV_REF.finditer(word):
         parts += [shlex.quote(word[last:m.start()]) if m.start() > last else "", f'"{m.group(0)}"']
         last = m.end()
@@ -70,12 +82,26 @@ def shell_line(command: list[str], folder: str) -> str:
     return f"mkdir -p {shlex.quote(folder)} && exec " + " ".join(_quote(w) for w in command)
 
 # %% ../nbs/25_vertex.ipynb #efc3ca52
+_STUB = '#!/bin/sh\n{ printf "%s\\0" "$#" "${0##*/}" "$@"; } >> "$AIDETECT_LINE_LOG"\n'
+_LINE_COMMANDS = ("mkdir", "papermill", "torchrun", "aidetect")
+
+def _recorded(log: Path) -> list[list[str]]:
+    "The commands recorded by the stubs: per command, its number of arguments, its name, its arguments."
+    words, cmds = log.read_bytes().decode().split("\0")[:-1] if log.exists() else [], []
+    while words:
+        n = int(words[0]); cmds.append(words[1:n + 2]); words = words[n + 2:]
+    return cmds
+
 def expand_line(line: str, env: dict[str, str] | None = None) -> list[list[str]]:
-    "The commands (word lists) that `sh -c line` runs, with `${VAR:?}` references taken from `env`."
-    def value(m):
-        if m.group(1) not in (env or {}): raise ValueError(f"{m.group(1)} is not set")
-        return env[m.group(1)]
-    return [shlex.split(_ENV_REF.sub(value, part)) for part in line.split(" && ")]
+    "The commands (word lists) that a real `sh -c line` runs in environment `env`, its commands neutralised."
+    with tempfile.TemporaryDirectory() as d:
+        for name in _LINE_COMMANDS: (Path(d) / name).write_text(_STUB); (Path(d) / name).chmod(0o755)
+        log = Path(d) / "commands.log"
+        done = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True,
+                              env={**(env or {}), "PATH": d, "AIDETECT_LINE_LOG": str(log)})
+        if done.returncode or done.stderr:
+            raise ValueError(f"sh -c {line!r} failed or wrote to stderr: {done.stderr.strip() or done.returncode}")
+        return _recorded(log)
 
 # %% ../nbs/25_vertex.ipynb #f8115f90
 NOTEBOOKS = {"train": "nbs/train.ipynb", "evaluate": "nbs/evaluate.ipynb"}
@@ -180,10 +206,19 @@ def _command(action: str, files: list[str], overrides: dict, values: dict, gpus_
     return torchrun_command(aidetect_command("train", files, overrides), gpus_per_node, nodes), folder
 
 # %% ../nbs/25_vertex.ipynb #2f0a3fea
+def _check_display_name(name: str, source: str) -> str:
+    "`name` if Vertex AI takes it as a display name (at most 128 printable characters), else a `ValueError`."
+    if len(name) > 128 or not name.isprintable():
+        raise ValueError(f"display name {name!r} (from {source}): Vertex AI takes at most 128 printable characters, "
+                         "no line breaks or control characters; give another --name")
+    return name
+
 def _display_name(name: str | None, kind: str, folder: str, trial: str | None) -> str:
     "The job's name: `name`, or aidetect-KIND-RUN_FOLDER; a sweep's trial adds its own folder's name."
-    if trial is None: return (name or f"aidetect-{kind}-{Path(folder).name}")[:128]
-    return f"{name or f'aidetect-{kind}-{Path(folder).parent.name}'}-{trial}"[:128]
+    if name is not None: _check_display_name(name, "--name")
+    if trial is None: full = (name or f"aidetect-{kind}-{Path(folder).name}")[:128]
+    else: full = f"{name or f'aidetect-{kind}-{Path(folder).parent.name}'}-{trial}"[:128]
+    return _check_display_name(full, "--name" if name else "the run folder's name")
 
 # %% ../nbs/25_vertex.ipynb #886c7b79
 def _job(kind: str, files: list[str], point: dict, bucket: str, image: str, machine: str, accelerator: str,
@@ -210,11 +245,16 @@ def plan_jobs(action: str, files: list[str], params: dict, bucket: str, image: s
                  trial if varying else None) for trial, point in grid]
 
 # %% ../nbs/25_vertex.ipynb #cf7f1c27
+def _one_line(text: str) -> str:
+    "`text` for a YAML comment: line breaks and other unprintable characters written as escapes."
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
 def spec_yaml(job: dict, project: str | None = None, region: str = "us-central1") -> str:
     "The job's CustomJobSpec as YAML for `gcloud ai custom-jobs create --config`, with that command as a comment."
-    head = (f"# {job['display_name']}: {shlex.join(job['command'][:3])} ...\n"
-            f"# gcloud ai custom-jobs create --project={project or 'PROJECT'} --region={region} "
-            f"--display-name={job['display_name']} --config=THIS_FILE.yaml\n")
+    gcloud = ["gcloud", "ai", "custom-jobs", "create", f"--project={project or 'PROJECT'}", f"--region={region}",
+              f"--display-name={job['display_name']}", "--config=THIS_FILE.yaml"]
+    head = f"# {_one_line(job['display_name'])}: {_one_line(shlex.join(job['command'][:3]))} ...\n" \
+           f"# {_one_line(shlex.join(gcloud))}\n"
     return head + yaml.safe_dump(job["spec"], sort_keys=False, width=10_000)
 
 # %% ../nbs/25_vertex.ipynb #404cfcae

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # pytest-xdist hands out whole test modules and notebooks (--dist loadscope --no-loadscope-reorder) in the order
 # collected: the longest go first, so that the shared run is trained early, the many short notebooks fill the end and
 # the workers finish together. Test modules not listed follow these; notebooks come last.
-LONGEST_FIRST = ["test_serve.py", "test_sweep.py", "test_lab.py", "test_drift.py", "test_ddp.py", "test_generalize.py",
-                 "test_papermill.py", "test_audit.py", "test_bench.py", "test_reliability.py"]
+LONGEST_FIRST = ["test_serve.py", "test_sweep.py", "test_surfaces.py", "test_lab.py", "test_drift.py", "test_ddp.py",
+                 "test_generalize.py", "test_papermill.py", "test_audit.py", "test_bench.py", "test_reliability.py"]
 
 
 def pytest_collection_modifyitems(items):

@@ -53,7 +53,7 @@ def test_single_t4_runs_the_local_papermill_command():
     mkdir, run = expand_line(line)
     out = "/gcs/my-bucket/outputs/kaggle-efficientnet_b0"
     assert (sh, c, mkdir) == ("sh", "-c", ["mkdir", "-p", out])
-    assert run == ["exec", "papermill", "nbs/train.ipynb", f"{out}/train.ipynb", "-f", "params/kaggle-gpu.yaml",
+    assert run == ["papermill", "nbs/train.ipynb", f"{out}/train.ipynb", "-f", "params/kaggle-gpu.yaml",
                    "-p", "lr", "1e-4", "-p", "data", "/gcs/my-bucket/data/kaggle", "-p", "out_dir", out,
                    "-p", "pretrained", "/gcs/my-bucket/weights/efficientnet_b0.safetensors"]
 
@@ -72,7 +72,7 @@ def test_eight_gpus_on_two_nodes_run_torchrun_with_vertex_environment():
     line = primary["containerSpec"]["command"][2]
     for rank in ("0", "1"):  # each node gets its own rank from Vertex AI's environment
         _, run = expand_line(line, {"RANK": rank, "MASTER_ADDR": "10.0.0.2", "MASTER_PORT": "29500"})
-        assert run == ["exec", "torchrun", "--nnodes=2", "--nproc-per-node=8", f"--node-rank={rank}",
+        assert run == ["torchrun", "--nnodes=2", "--nproc-per-node=8", f"--node-rank={rank}",
                        "--master-addr=10.0.0.2", "--master-port=29500", "--no-python", "aidetect", "train", "-q",
                        "-f", "params/kaggle-gpu.yaml", "-p", "batch_size", "2048",
                        "-p", "data", "/gcs/my-bucket/data/kaggle",
