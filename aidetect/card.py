@@ -103,7 +103,8 @@ def write_card(run_dir: str | os.PathLike, train_df: pd.DataFrame | None = None,
     run_dir = Path(run_dir)
     path = checkpoint_path(run_dir)
     model, meta = load_checkpoint(path)
-    if train_df is None or val_df is None: train_df, val_df = _run_tables(run_dir, meta)
+    if train_df is None or val_df is None or "generator" not in train_df:  # a cache's table knows no generators
+        train_df, val_df = _run_tables(run_dir, meta)
     card = build_card(run_dir, train_df, val_df, data)
     trust = _trust(run_dir, model, meta)
     save_checkpoint(path, model, {**meta, "card": card, **({"trust": trust} if trust else {})})
@@ -161,7 +162,7 @@ def format_card(card: dict) -> str:
     val = card.get("val_metrics") or {}
     lines.append("validation: " + ", ".join(f"{k} {val[k]:.4f}" for k in ("acc", "auc", "ece") if k in val))
     if trust := card.get("trust"):
-        lines.append(f"unsure when: out of the training range ({100 * (1 - trust['tail']):.3g}% of training images), "
+        lines.append(f"unsure when: out of the training range ({100 * (1 - trust['tail']):.4g}% of training images), "
                      f"unstable under {len(trust['variants'])} re-encodings, or within ±{trust['band']:.2f} logits "
                      "of the threshold")
     for name, ev in card.get("evaluations", {}).items():

@@ -18,7 +18,8 @@ from .data import load_image, to_rgb
 from .model import Detector
 
 # %% auto #0
-__all__ = ['grid_positions', 'patch_map', 'pixel_map', 'mask_iou', 'overlay', 'explain', 'make_composite', 'composite_iou']
+__all__ = ['grid_positions', 'patch_map', 'pixel_map', 'mask_iou', 'overlay', 'map_verdict', 'explain', 'make_composite',
+           'composite_iou']
 
 # %% ../nbs/14d_explain.ipynb #5e254999
 def grid_positions(length: int, size: int, stride: int) -> list[int]:
@@ -30,14 +31,14 @@ def grid_positions(length: int, size: int, stride: int) -> list[int]:
 # %% ../nbs/14d_explain.ipynb #f2feac8a
 def patch_map(detector: Detector, img: Image.Image, stride: int | None = None, batch_size: int = 64,
               prob_fn=None) -> dict:
-    "P(ai) of every crop on a grid over `img` (`stride`: default half a crop): probs (rows × columns), xs, ys, size."
+    "P(ai) of every crop on a grid over `img` (`stride`: default a quarter crop): probs (rows × columns), xs, ys, size."
     pp = detector.preprocess
     if pp.crop_mode != "crop":
         raise ValueError("patch_map needs a crop-mode model: a resize-mode model sees the whole image at once")
     prob_fn = prob_fn or (lambda x: detector.probs(torch.from_numpy(x)).numpy())  # or a serving backend's
     img = pp.fit_size(to_rgb(img))  # only an image smaller than a crop is scaled (as for predict)
     size = pp.img_size
-    stride = int(stride or max(1, size // 2))
+    stride = int(stride or max(1, size // 4))
     xs, ys = grid_positions(img.width, size, stride), grid_positions(img.height, size, stride)
     x = np.asarray(img, np.uint8).transpose(2, 0, 1)
     crops = np.stack([x[:, y:y + size, x0:x0 + size] for y in ys for x0 in xs])
@@ -79,9 +80,13 @@ def overlay(img: Image.Image, pm: dict, alpha: float = 0.5) -> Image.Image:
     return out
 
 # %% ../nbs/14d_explain.ipynb #87bb366a
+def map_verdict(pm: dict) -> str:
+    "'ai' when the region of `pm` at or above the threshold covers at least a quarter of a crop, else 'human'."
+    return "ai" if (pixel_map(pm) >= pm["threshold"]).sum() >= pm["size"] ** 2 / 4 else "human"
+
 def _answer(path: str, pm: dict, out: Path) -> dict:
     above = pixel_map(pm) >= pm["threshold"]
-    return dict(file=path, map=str(out), prob_ai_max=round(float(pm["probs"].max()), 6),
+    return dict(file=path, map=str(out), verdict=map_verdict(pm), prob_ai_max=round(float(pm["probs"].max()), 6),
                 prob_ai_mean=round(float(pm["probs"].mean()), 6), share_above=round(float(above.mean()), 4),
                 threshold=pm["threshold"], grid=np.round(pm["probs"], 4).tolist(), xs=pm["xs"], ys=pm["ys"],
                 size=pm["size"])
@@ -129,6 +134,7 @@ def composite_iou(detector: Detector, n: int = 50, size: int = 256, rect: tuple[
         img, box, gen = make_composite(photos[rng.integers(len(photos))], rng, size, rect)
         img = _jpeg(img, quality) if quality else img
         pm = patch_map(detector, img, stride)
-        rows.append(dict(generator=gen, iou=mask_iou(pixel_map(pm) >= pm["threshold"], box),
-                         prob_ai_max=float(pm["probs"].max()), prob_ai_mean=float(pm["probs"].mean())))
+        above = pixel_map(pm) >= pm["threshold"]
+        rows.append(dict(generator=gen, iou=mask_iou(above, box), verdict=map_verdict(pm),
+                         share_above=float(above.mean()), prob_ai_max=float(pm["probs"].max())))
     return rows

@@ -38,7 +38,7 @@ def feature_ranges(features: pd.DataFrame, coverage: float = 0.99) -> dict:
 
 # %% ../nbs/14b_trust.ipynb #93c9f8d9
 def _percent(tail: float) -> str:
-    return f"{100 * (1 - tail):.3g}%"
+    return f"{100 * (1 - tail):.4g}%"
 
 def range_reasons(features: dict, fitted: dict, crop_mode: str = "crop") -> list[dict]:
     "One reason per feature of `features` (an image's) outside the training range in `fitted`, with its direction."
