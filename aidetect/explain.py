@@ -79,11 +79,12 @@ def overlay(img: Image.Image, pm: dict, alpha: float = 0.5) -> Image.Image:
     ImageDraw.Draw(out).bitmap((0, 0), edge, fill=(255, 255, 0))
     return out
 
-# %% ../nbs/14d_explain.ipynb #87bb366a
+# %% ../nbs/14d_explain.ipynb #ab7837ef
 def map_verdict(pm: dict) -> str:
     "'ai' when the region of `pm` at or above the threshold covers at least a quarter of a crop, else 'human'."
     return "ai" if (pixel_map(pm) >= pm["threshold"]).sum() >= pm["size"] ** 2 / 4 else "human"
 
+# %% ../nbs/14d_explain.ipynb #87bb366a
 def _answer(path: str, pm: dict, out: Path) -> dict:
     above = pixel_map(pm) >= pm["threshold"]
     return dict(file=path, map=str(out), verdict=map_verdict(pm), prob_ai_max=round(float(pm["probs"].max()), 6),
