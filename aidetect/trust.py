@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from .profile import image_stats
 
 # %% auto #0
 __all__ = ['RANGE_FEATURES', 'STABILITY_VARIANTS', 'feature_ranges', 'range_reasons', 'threshold_band', 'variant', 'fit_trust',
-           'trust_variants', 'variant_inputs', 'judge', 'assess', 'selective_metrics', 'reason_shares']
+           'trust_variants', 'seen_region', 'variant_inputs', 'judge', 'assess', 'selective_metrics', 'reason_shares']
 
 # %% ../nbs/14b_trust.ipynb #34980f1e
 RANGE_FEATURES = ("width", "height", "brightness", "contrast", "sharpness")
@@ -115,10 +116,19 @@ def trust_variants(meta: dict) -> list[tuple]:
     "The re-encodings the stability check of a checkpoint's `meta` uses."
     return [tuple(v) for v in (meta.get("trust") or {}).get("variants", STABILITY_VARIANTS)]
 
+def seen_region(preprocess: Preprocess, img: Image.Image, margin: int = 8) -> Image.Image:
+    "What of RGB `img` the model sees (fitted; with one crop in crop mode, the centre crop and a `margin`)."
+    img = replace(preprocess, reencode="").fit_size(img)  # the geometry only: eval_input re-encodes
+    if preprocess.crop_mode != "crop" or preprocess.crops != 1: return img
+    side = preprocess.img_size + 2 * margin
+    left, top = max(0, (img.width - side) // 2), max(0, (img.height - side) // 2)
+    return img.crop((left, top, min(img.width, left + side), min(img.height, top + side)))
+
 def variant_inputs(preprocess: Preprocess, img: Image.Image, variants) -> list[np.ndarray]:
-    "The model inputs of RGB `img` as it is, then under each of `variants`."
+    "The model inputs of RGB `img` as it is, then under each of `variants` (of the region the model sees)."
+    region = seen_region(preprocess, img) if variants else img
     return [preprocess.eval_input(im).numpy()
-            for im in [img, *[variant(img, *v, crop=preprocess.img_size) for v in variants]]]
+            for im in [img, *[variant(region, *v, crop=preprocess.img_size) for v in variants]]]
 
 # %% ../nbs/14b_trust.ipynb #01e8c267
 def _unstable(flips: float, trust: dict) -> list[dict]:
@@ -148,9 +158,9 @@ def judge(probs, features: dict, meta: dict, crop_mode: str = "crop") -> dict:
 # %% ../nbs/14b_trust.ipynb #a2fafc95
 def _probs_by_variant(prob_fn, preprocess: Preprocess, images: list, variants, batch_size: int) -> np.ndarray:
     "N × (1 + variants) P(ai): the images as they are, then under each variant, in batches of `batch_size`."
-    rows = []
+    rows, regions = [], [seen_region(preprocess, im) for im in images] if variants else []
     for v in [None, *variants]:
-        imgs = images if v is None else [variant(im, *v, crop=preprocess.img_size) for im in images]
+        imgs = images if v is None else [variant(im, *v, crop=preprocess.img_size) for im in regions]
         parts = [prob_fn(np.stack([preprocess.eval_input(im).numpy() for im in imgs[s:s + batch_size]]))
                  for s in range(0, len(imgs), batch_size)]
         rows.append(np.concatenate(parts) if parts else np.zeros(0, np.float32))
