@@ -87,11 +87,20 @@ def build_card(run_dir: str | os.PathLike, train_df: pd.DataFrame, val_df: pd.Da
                 val_metrics={k: v for k, v in (meta.get("metrics") or {}).items() if k != "confusion"})
 
 # %% ../nbs/14c_card.ipynb #dd9ace20
+def _named_generators(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    "`df` with the generator of each image from the dataset the run's parameters name, when it has none."
+    from aidetect.data import read_dataset, resolve_data
+    if "generator" in df: return df
+    full = read_dataset(resolve_data(meta.get("params", {}).get("data", "demo")))
+    if "generator" not in full: return df
+    return df.assign(generator=df.path.map(full.drop_duplicates("path").set_index("path").generator))
+
 def _run_tables(run_dir: Path, meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     "(training, validation) rows of a finished run, from its dataset and its validation predictions."
     from aidetect.data import filter_generators, read_dataset, resolve_data
     params = meta.get("params", {})
     df = filter_generators(read_dataset(resolve_data(params.get("data", "demo"))), params.get("train_generators"))
+    df = df[[Path(p).is_file() for p in df.path]]  # files training skipped as missing
     val_paths = set(pd.read_csv(run_dir / "predictions_val.csv").path)
     is_val = df.path.isin(val_paths)
     return df[~is_val].reset_index(drop=True), df[is_val].reset_index(drop=True)
@@ -103,8 +112,8 @@ def write_card(run_dir: str | os.PathLike, train_df: pd.DataFrame | None = None,
     run_dir = Path(run_dir)
     path = checkpoint_path(run_dir)
     model, meta = load_checkpoint(path)
-    if train_df is None or val_df is None or "generator" not in train_df:  # a cache's table knows no generators
-        train_df, val_df = _run_tables(run_dir, meta)
+    if train_df is None or val_df is None: train_df, val_df = _run_tables(run_dir, meta)
+    train_df, val_df = (_named_generators(t, meta) for t in (train_df, val_df))  # a cache's table has none
     card = build_card(run_dir, train_df, val_df, data)
     trust = _trust(run_dir, model, meta)
     save_checkpoint(path, model, {**meta, "card": card, **({"trust": trust} if trust else {})})
