@@ -24,6 +24,7 @@ from .metadata import (METADATA_CATEGORICAL, METADATA_FEATURES, METADATA_NUMERIC
                                metadata_table, plot_metadata, reencoded_metadata)
 from .pairs import exact_duplicates, find_links, link_groups, pair_scores, plot_pairs
 from .preprocess import parse_reencode
+from .spectra import generator_spectra, plot_spectra
 from .utils import cache_dir, read_json, resolve_run_dir, write_json
 
 # %% auto #0
@@ -346,12 +347,14 @@ def _write_tables(out_dir: Path, df: pd.DataFrame, meta: pd.DataFrame, features:
 # %% ../nbs/06_audit.ipynb #00b82c1f
 def _save_plots(out_dir: Path, df: pd.DataFrame, meta: pd.DataFrame, features: pd.DataFrame, pairs: pd.DataFrame,
                 result: dict, after: pd.DataFrame | None) -> list[str]:
-    "metadata.png, feature_auc.png (when estimated) and pairs.png (when pairs exist) in `out_dir`; their names."
+    "metadata.png, feature_auc.png (when estimated), pairs.png (when pairs exist), spectra.png (with generators)."
     import matplotlib.pyplot as plt
     figs = {"metadata.png": plot_metadata(meta, df.label)}
     if len(features):
         figs["feature_auc.png"] = plot_feature_aucs(features, result["threshold"], result["shortcut_auc"], after)
     if len(pairs): figs["pairs.png"] = plot_pairs(df.path.tolist(), pairs)
+    if "generator" in df and (df.label == 1).any():  # what each generator leaves in the spectrum (aidetect.spectra)
+        figs["spectra.png"] = plot_spectra(generator_spectra(df))
     for name, fig in figs.items():
         fig.savefig(out_dir / name, dpi=80)
         plt.close(fig)

@@ -45,6 +45,8 @@ COMMANDS = {  # name: ("module:function", help, "module:function" formatting the
                None),
     "drift": ("aidetect.drift:drift", "compare the prediction log with the run's training profile (drift.json, .html)",
               None),
+    "info": ("aidetect.card:info", "print a run's model card: what it was trained on, calibration, evaluations", None),
+    "explain": ("aidetect.explain:explain", "P(ai) maps over whole images, drawn over them (IMAGE_map.png)", None),
 }
 
 # %% ../nbs/26_cli.ipynb #c52ab08c
@@ -142,8 +144,18 @@ def train(
     return metrics
 
 # %% ../nbs/26_cli.ipynb #5abfcaa3
+def _verdicts(detector, paths: list[str]) -> list[dict]:
+    "The verdict (`Detector.assess`) of each image file, its format checked against the training images'."
+    from PIL import Image
+
+    from aidetect.data import load_image
+    formats = []
+    for p in paths:
+        with Image.open(p) as im: formats.append(im.format)
+    return detector.assess([load_image(p) for p in paths], formats=formats)
+
 def _answers(detector, images: list[str], crops: int, decode_on: str) -> tuple[list[dict], dict]:
-    "(one answer per image: P(ai) and label, or why it could not be read; the unreadable files)."
+    "(one answer per image: P(ai), label, verdict and its reasons, or why it could not be read; the unreadable files)."
     import pandas as pd
 
     from aidetect.data import find_bad_images
@@ -152,9 +164,11 @@ def _answers(detector, images: list[str], crops: int, decode_on: str) -> tuple[l
     good = [p for p in images if p not in bad]
     probs = dict(zip(good, predict_table(detector, pd.DataFrame({"path": good}), crops=crops,
                                                 decode_on=decode_on), strict=True))  # batched
+    verdicts = dict(zip(good, _verdicts(detector, good), strict=True)) if crops == 1 else {}
     return [{"file": p, "error": bad[p]} if p in bad else
             {"file": p, "label": detector.label(probs[p]), "prob_ai": round(float(probs[p]), 6),
-             "threshold": detector.threshold, "crops": crops} for p in images], bad
+             "threshold": detector.threshold, "crops": crops,
+             **({k: verdicts[p][k] for k in ("verdict", "reasons")} if p in verdicts else {})} for p in images], bad
 
 # %% ../nbs/26_cli.ipynb #99fc5dc8
 def predict(

@@ -26,7 +26,7 @@ from .utils import is_distributed, write_json
 __all__ = ['predict_loader', 'predict_table', 'predict_logits', 'expected_calibration_error', 'classification_metrics',
            'choose_threshold', 'fit_temperature', 'generator_subsets', 'metrics_by_generator', 'plot_confusion',
            'plot_roc', 'plot_mistakes', 'plot_reliability', 'plot_by_generator', 'plot_history', 'save_plots',
-           'write_submission', 'score_table', 'labelled_split', 'evaluate_run']
+           'write_submission', 'score_table', 'labelled_split', 'selective_record', 'evaluate_run']
 
 # %% ../nbs/11_evaluate.ipynb #0d0ea57d
 def _gather(probs: np.ndarray, labels: np.ndarray, positions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -301,6 +301,36 @@ def _write_by_generator(out_dir: Path, prefix: str, df: pd.DataFrame, probs: np.
     fig.savefig(out_dir / f"eval_{prefix}_by_generator.png", dpi=110); plt.close(fig)
     return table
 
+# %% ../nbs/11_evaluate.ipynb #e630d38e
+def _attach(out_dir: Path, name: str, result: dict):
+    "Attach the scalar results (and the per-generator rows) of an evaluation to the run's card."
+    from aidetect.card import attach_evaluation
+    keep = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "bad_files"}
+    rows = {"by_generator": result["by_generator"]} if "by_generator" in result else {}
+    attach_evaluation(out_dir, name, {**keep, **rows})
+
+# %% ../nbs/11_evaluate.ipynb #054de6fa
+def selective_record(detector: Detector, df: pd.DataFrame, out_dir: Path, prefix: str, batch_size: int = 128,
+                     threads: int | None = None) -> dict:
+    "Coverage, covered accuracy, confidently wrong, reasons and images/s with and without the checks, on `df`."
+    import time
+
+    from fastcore.parallel import parallel
+
+    from aidetect.trust import reason_shares, selective_metrics
+    from aidetect.utils import io_threads
+    images = list(parallel(load_image, df.path, n_workers=io_threads(threads), threadpool=True))
+    t0 = time.perf_counter(); detector.predict(images)
+    t1 = time.perf_counter(); answers = detector.assess(images, batch_size=batch_size)
+    t2 = time.perf_counter()
+    pd.DataFrame({"path": df.path, "label": df.label.astype(int), "prob_ai": [a["prob_ai"] for a in answers],
+                  "verdict": [a["verdict"] for a in answers],
+                  "reasons": [";".join(r["detail"] for r in a["reasons"]) for a in answers]}).to_csv(
+        out_dir / f"verdicts_{prefix}.csv", index=False)
+    return {**selective_metrics(df.label.astype(int), [a["verdict"] for a in answers], detector.classes),
+            **reason_shares(answers), "img_per_s": len(df) / max(t1 - t0, 1e-9),
+            "img_per_s_unsure": len(df) / max(t2 - t1, 1e-9)}
+
 # %% ../nbs/11_evaluate.ipynb #0be8b480
 def evaluate_run(checkpoint: str,            # run folder (uses best.safetensors) or checkpoint file
                  data: str = "demo",          # 'demo' or a dataset folder
@@ -312,6 +342,7 @@ def evaluate_run(checkpoint: str,            # run folder (uses best.safetensors
                  by: str | None = None,       # 'generator': also score each generator (eval_SPLIT_by_generator.csv)
                  crops: int = 1,              # crops averaged per image: 1 (centre), 5 (corners + centre), k², k²+1
                  decode_on: str = "cpu",      # decode JPEGs on the 'cpu' (Pillow) or the 'device' (nvJPEG on CUDA)
+                 unsure: bool = True,         # also measure the verdicts: coverage, covered accuracy, confidently wrong
                 ) -> dict:
     "Score a checkpoint on a labelled dataset split; write metrics, predictions and plots next to it."
     if by not in (None, "", "generator"): raise ValueError(f"by must be 'generator' or nothing, got {by!r}")
@@ -326,5 +357,9 @@ def evaluate_run(checkpoint: str,            # run folder (uses best.safetensors
     if by == "generator":
         table = _write_by_generator(out_dir, prefix, df, probs, detector.threshold)
         result["by_generator"] = table.to_dict("records")
+    if unsure and crops == 1:
+        selective = selective_record(detector, df, out_dir, prefix, batch_size)
+        result.update({f"{split}_{k}": v for k, v in selective.items()})
     write_json(out_dir / f"eval_{prefix}.json", result)
+    _attach(out_dir, f"eval_{prefix}", result)
     return result

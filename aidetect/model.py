@@ -227,3 +227,18 @@ def predict(self: Detector, images: list[Image.Image], crops: int = 1) -> np.nda
 def label(self: Detector, prob: float) -> str:
     "The class name for P(ai) `prob` at this detector's calibrated threshold."
     return prob_to_label(prob, self.classes, self.threshold)
+
+# %% ../nbs/07_model.ipynb #1bffe7f4
+@patch
+def assess(self: Detector, images: list[Image.Image], formats: list | None = None, batch_size: int = 128) -> list[dict]:
+    "For each image: P(ai), label, `verdict` ('ai', 'human' or 'unsure') and the `reasons` when unsure."
+    from aidetect.trust import assess
+    return assess(lambda x: self.probs(torch.from_numpy(x)).numpy(), self.preprocess, images,
+                  {**self.meta, "threshold": self.threshold, "classes": list(self.classes)}, formats, batch_size)
+
+# %% ../nbs/07_model.ipynb #b4581675
+@patch
+def patch_map(self: Detector, img: Image.Image, stride: int | None = None, batch_size: int = 64) -> dict:
+    "P(ai) of `img_size` crops on a grid over the whole of `img` (unscaled, batched): see `aidetect.explain`."
+    from aidetect.explain import patch_map
+    return patch_map(self, img, stride, batch_size)

@@ -24,7 +24,7 @@ from .utils import io_threads
 
 # %% auto #0
 __all__ = ['DEFAULT_GRID', 'PERTURBATIONS', 'perturb', 'parse_grid', 'perturbed_probs', 'robustness_table', 'plot_robustness',
-           'robustness']
+           'perturbed_verdicts', 'selective_table', 'robustness']
 
 # %% ../nbs/12_robustness.ipynb #8033e05e
 DEFAULT_GRID = (("clean", 0), ("jpeg", 95), ("jpeg", 90), ("jpeg", 75), ("jpeg", 50), ("jpeg", 30),
@@ -140,6 +140,25 @@ def _save_sweep(table: pd.DataFrame, out_dir: Path, split: str, n_images: int):
     fig.savefig(out_dir / f"robustness_{split}.png", dpi=110)
     plt.close(fig)
 
+# %% ../nbs/12_robustness.ipynb #d55dc8b6
+def perturbed_verdicts(detector: Detector, images: list[Image.Image], grid, seed: int = 0, batch_size: int = 128,
+                       threads: int | None = None) -> dict[tuple[str, float], list[dict]]:
+    "The verdict of every image under every perturbation of `grid`: {(kind, strength): answers}."
+    out = {}
+    for kind, strength in parse_grid(grid):
+        jobs = [(im, kind, strength, seed * 1_000_003 + i) for i, im in enumerate(images)]
+        perturbed = list(parallel(lambda job: perturb(*job), jobs, n_workers=io_threads(threads), threadpool=True))
+        out[(kind, strength)] = detector.assess(perturbed, batch_size=batch_size)
+    return out
+
+# %% ../nbs/12_robustness.ipynb #339510f6
+def selective_table(labels, verdicts: dict, classes=("human", "ai")) -> pd.DataFrame:
+    "Per perturbation: coverage, accuracy on the covered images, the share confidently wrong, the reasons' shares."
+    from aidetect.trust import reason_shares, selective_metrics
+    rows = [dict(perturbation=k, strength=s, **selective_metrics(labels, [a["verdict"] for a in v], classes),
+                 **reason_shares(v)) for (k, s), v in verdicts.items()]
+    return pd.DataFrame(rows)
+
 # %% ../nbs/12_robustness.ipynb #ebaaa079
 def robustness(checkpoint: str,             # run folder (uses best.safetensors) or checkpoint file
                data: str = "demo",          # 'demo' or a dataset folder
@@ -151,14 +170,24 @@ def robustness(checkpoint: str,             # run folder (uses best.safetensors)
                threads: int | None = None,  # threads perturbing images (default: two per core)
                crops: int = 1,              # crops averaged per image (see `aidetect evaluate --crops`)
                device: str = "auto",        # 'auto', 'cpu', 'cuda', ...
+               unsure: bool = True,         # also give verdicts: coverage, covered accuracy, confidently wrong per row
               ) -> pd.DataFrame:
     "Score a checkpoint under a grid of JPEG, blur and downscale perturbations; write robustness_SPLIT.csv and curves."
     pairs = parse_grid(grid)
     detector, df, out_dir, bad = labelled_split(checkpoint, data, split, out_dir, device)
     t0 = time.perf_counter()
     images = list(parallel(load_image, df.path, n_workers=io_threads(threads), threadpool=True))
-    probs = perturbed_probs(detector, images, pairs, seed, batch_size, threads, crops)
-    table = robustness_table(df.label.astype(int), probs, detector.threshold)
+    labels = df.label.astype(int)
+    if unsure and crops == 1:  # the verdicts carry P(ai): one pass of the images as they are per perturbation
+        verdicts = perturbed_verdicts(detector, images, pairs, seed, batch_size, threads)
+        probs = {p: np.array([a["prob_ai"] for a in v], np.float32) for p, v in verdicts.items()}
+        table = robustness_table(labels, probs, detector.threshold).merge(
+            selective_table(labels, verdicts, detector.classes), on=["perturbation", "strength"])
+    else: table = robustness_table(labels, perturbed_probs(detector, images, pairs, seed, batch_size, threads, crops),
+                                   detector.threshold)
     table.attrs["seconds"] = time.perf_counter() - t0
     _save_sweep(table, out_dir, split, len(df))
+    from aidetect.card import attach_evaluation
+    attach_evaluation(out_dir, f"robustness_{split}", dict(n=len(df), seconds=table.attrs["seconds"],
+                                                            rows=table.to_dict("records")))
     return table

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .inference import OnnxBackend, TorchBackend, UploadError, decode_image, load_backend
 from .model import prob_to_label
+from .trust import judge, trust_variants, variant_inputs
 from .prediction_log import PredictionLog
 from .profile import image_stats
 from .server import (Batcher, DeadlineProtocol, Guard, Metrics, RequestError, ServeSettings, raise_fd_limit)
@@ -39,7 +40,7 @@ from .utils import MiB
 
 # %% auto #0
 __all__ = ['ERROR_RESPONSES', 'UPLOAD_STATUS', 'ERRORS', 'Prediction', 'FileError', 'BatchPrediction', 'ErrorBody', 'Service',
-           'index_html', 'create_app', 'build_app', 'serve']
+           'index_html', 'model_card', 'create_app', 'build_app', 'serve']
 
 # %% ../nbs/21_service.ipynb #5fc72706
 class Prediction(BaseModel):
@@ -53,6 +54,9 @@ class Prediction(BaseModel):
     backend: str
     width: int
     height: int
+    verdict: str | None = None  # 'ai', 'human' or 'unsure' (see aidetect.trust)
+    reasons: list[dict] = []    # why unsure: out of range, unstable, near the threshold
+    grid: dict | None = None    # with ?map=true: P(ai) of crops on a grid over the image (see aidetect.explain)
 
 # %% ../nbs/21_service.ipynb #5f42f65f
 class FileError(BaseModel):
@@ -104,6 +108,8 @@ class Service:
         self.info = dict(arch=str(backend.meta.get("arch")), run_id=backend.meta.get("run_id"), backend=backend.name)
         self.threshold = _threshold(backend.meta.get("threshold", 0.5), Path(backend.source).name)
         self.preprocess = backend.preprocess.with_crops(s.crops)  # K×3×S×S per image when crops > 1
+        self.variants = trust_variants(backend.meta)  # the re-encodings of the stability check
+        self.judge_meta = {**backend.meta, "threshold": self.threshold, "classes": list(backend.classes)}
 
 # %% ../nbs/21_service.ipynb #8473adf9
 @patch
@@ -122,10 +128,10 @@ async def stop(self: Service):
 # %% ../nbs/21_service.ipynb #b4b7e96c
 @patch
 def prepare(self: Service, data: bytes) -> tuple[np.ndarray, dict]:
-    "Decode, describe and preprocess one upload (runs in the decoding pool)."
+    "Decode, describe and preprocess one upload, as it is and under the stability re-encodings (in the decoding pool)."
     try: img, info = decode_image(data, self.settings.max_pixels)
     except UploadError as e: raise RequestError(UPLOAD_STATUS[e.kind], e.kind, e.detail) from None
-    return self.preprocess.eval_input(img).numpy(), {**info, **image_stats(img)}
+    return np.stack(variant_inputs(self.preprocess, img, self.variants)), {**info, **image_stats(img)}
 
 # %% ../nbs/21_service.ipynb #d3983a07
 @patch
@@ -139,12 +145,11 @@ async def _read(self: Service, upload: UploadFile) -> bytes:
 
 # %% ../nbs/21_service.ipynb #92cb368f
 @patch
-async def _classify(self: Service, x: np.ndarray) -> tuple[float, str]:
-    "P(ai) of a preprocessed image and its label; a 500 `model_error` if the model fails on it."
-    try:
-        p = await self.batcher.submit(x)
-        return p, prob_to_label(p, self.backend.classes, self.threshold)
+async def _classify(self: Service, xs: np.ndarray, info: dict) -> dict:
+    "P(ai), label, verdict and reasons of an image from its inputs (as it is, then its variants) and features."
+    try: probs = await asyncio.gather(*(self.batcher.submit(x) for x in xs))  # batched with other requests
     except ValueError as e: raise RequestError(500, "model_error", f"the model failed on this image: {e}") from None
+    return judge(np.asarray(probs, float), info, self.judge_meta, self.preprocess.crop_mode)
 
 # %% ../nbs/21_service.ipynb #cbf4fa07
 @patch
@@ -157,20 +162,36 @@ def _record(self: Service, endpoint: str, filename: str | None, info: dict, p: f
 
 # %% ../nbs/21_service.ipynb #9c98bb2d
 @patch
-async def predict(self: Service, upload: UploadFile, endpoint: str) -> dict:
-    "Predict one uploaded file; raises `RequestError` for a bad one."
+def _grid(self: Service, data: bytes) -> dict:
+    "The patch map of an upload (`aidetect.explain.patch_map`) with the backend's P(ai), as JSON values."
+    from types import SimpleNamespace
+
+    from aidetect.explain import patch_map
+    img, _ = decode_image(data, self.settings.max_pixels)
+    pm = patch_map(SimpleNamespace(preprocess=self.backend.preprocess, threshold=self.threshold), img,
+                   prob_fn=self.backend.probs)
+    return {**pm, "probs": np.round(pm["probs"], 5).tolist()}
+
+@patch
+async def predict(self: Service, upload: UploadFile, endpoint: str, map: bool = False) -> dict:
+    "Predict one uploaded file (and its patch map when `map`); raises `RequestError` for a bad one."
     start, loop = time.perf_counter(), asyncio.get_running_loop()
     async with self.slots:
         data = await self._read(upload)
-        x, info = await loop.run_in_executor(self.pool, self.prepare, data)
-    p, label = await self._classify(x)
+        xs, info = await loop.run_in_executor(self.pool, self.prepare, data)
+    answer = await self._classify(xs, info)
+    p, label = answer["prob_ai"], answer["label"]
     self.metrics.predictions.labels(label).inc()
     if self.log:  # in the pool: with log_images this hashes and writes the upload, off the event loop
-        record = self._record(endpoint, upload.filename, info, p, label, start)
+        reasons = ";".join(r["reason"] for r in answer["reasons"])
+        record = self._record(endpoint, upload.filename, {**info, "verdict": answer["verdict"], "reasons": reasons},
+                              p, label, start)
         image = data if self.settings.log_images else None
         await loop.run_in_executor(self.pool, lambda: self.log.write(record, image=image))
+    grid = await loop.run_in_executor(self.pool, self._grid, data) if map else None
     return dict(filename=upload.filename, label=label, prob_ai=p, threshold=self.threshold, **self.info,
-                width=info["width"], height=info["height"])
+                width=info["width"], height=info["height"], verdict=answer["verdict"], reasons=answer["reasons"],
+                grid=grid)
 
 # %% ../nbs/21_service.ipynb #d5c68889
 ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "upload_too_large",
@@ -279,9 +300,10 @@ async def _predict_or_error(service: Service, upload: UploadFile) -> dict:
 # %% ../nbs/21_service.ipynb #743d1f8e
 def _add_predict_routes(app: FastAPI, service: Service):
     @app.post("/predict", response_model=Prediction, responses=ERROR_RESPONSES)
-    async def predict(file: Annotated[UploadFile, File(description="one image: JPEG, PNG, WebP, GIF, BMP, TIFF")]):
-        "P(ai) and the label for one image."
-        return await service.predict(file, "/predict")
+    async def predict(file: Annotated[UploadFile, File(description="one image: JPEG, PNG, WebP, GIF, BMP, TIFF")],
+                      map: bool = False):
+        "P(ai), the label and the verdict (ai, human or unsure, with reasons) for one image; `map`: its patch map."
+        return await service.predict(file, "/predict", map)
 
     @app.post("/predict/batch", response_model=BatchPrediction, responses=ERROR_RESPONSES)
     async def predict_batch(files: Annotated[list[UploadFile], File(description="several images")]):
@@ -291,11 +313,29 @@ def _add_predict_routes(app: FastAPI, service: Service):
                                "per request")
         return {"predictions": await asyncio.gather(*(_predict_or_error(service, f) for f in files))}
 
+# %% ../nbs/21_service.ipynb #8a1c14be
+def model_card(service: Service) -> dict:
+    "The card of the served model with the run's evaluations and its one-line summary; 404 when it has none."
+    from aidetect.card import card_summary
+    from aidetect.utils import read_json
+    meta = service.backend.meta
+    if "card" not in meta: raise RequestError(404, "not_found", "this checkpoint carries no model card")
+    saved = read_json(Path(service.backend.source).parent / "card.json") or {}
+    card = {**meta["card"], "trust": meta.get("trust"), "evaluations": saved.get("evaluations", {})}
+    return {**card, "summary": card_summary(card)}
+
+def _add_model_route(app: FastAPI, service: Service):
+    @app.get("/model")
+    async def model() -> dict:
+        "The model card: training data (counts per class and generator, hash), calibration, metrics, evaluations."
+        return model_card(service)
+
 # %% ../nbs/21_service.ipynb #ec75d08e
 def _add_routes(app: FastAPI, service: Service, page: str):
     _add_page_routes(app, service, page)
     _add_probe_routes(app, service)
     _add_predict_routes(app, service)
+    _add_model_route(app, service)
 
 # %% ../nbs/21_service.ipynb #d429e493
 @contextlib.asynccontextmanager

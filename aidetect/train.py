@@ -25,6 +25,7 @@ from timm.scheduler import create_scheduler_v2
 
 from .audit import audit_warning
 from .cache import prepare_cache
+from .card import write_card
 from .config import TrainConfig
 from .data import CLASSES, bad_images, filter_generators, read_dataset, report_bad_images, resolve_data, \
     split_train_val
@@ -374,7 +375,7 @@ def _run_record(run: _Run, timing: dict, timer: StageTimer) -> dict:
 # %% ../nbs/15_train.ipynb #844c25e8
 def _finish_run(run: _Run, train_df: pd.DataFrame, val_df: pd.DataFrame, bad: dict, timing: dict,
                 timer: StageTimer, audit: str | None = None) -> dict:
-    "Calibrate and score the best checkpoint, draw the plots, profile the images; write run.json, then metrics.json."
+    "Score the best checkpoint, draw the plots, profile the images, write the card, run.json, then metrics.json."
     cfg, run_dir = run.cfg, run.run_dir
     val, val_probs, best_epoch = _score_best(run, val_df, timer)
     with timer("plots"): plots = _plots(run_dir, val_df, val_probs, run.logger)
@@ -382,6 +383,7 @@ def _finish_run(run: _Run, train_df: pd.DataFrame, val_df: pd.DataFrame, bad: di
     metrics = {**{f"val_{k}": v for k, v in val.items()}, "best_epoch": best_epoch,
                "n_train": len(train_df), "n_val": len(val_df), "skipped_files": len(bad), "bad_files": bad,
                "audit_warning": audit, "params": cfg.to_dict()}
+    with timer("card"): write_card(run_dir, train_df, val_df)  # what the model knows, in its checkpoint
     write_json(run_dir / "run.json", _run_record(run, timing, timer))
     write_json(run_dir / "metrics.json", metrics)  # last, atomically: the one record that says the run finished
     run.logger.log_images(plots)

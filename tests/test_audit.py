@@ -19,7 +19,7 @@ def test_audit_notebook_on_kaggle_layout(tmp_path, tiny_demo):
     out, result = run_audit(tmp_path, tiny_demo)
     assert {"shortcut_auc", "features", "warnings", "duplicates", "pairs"} <= set(result)
     assert result["warnings"] == [] and result["pairs"]["precision"] >= 0.9
-    for name in ("audit.md", "groups.csv", "pairs.csv", "metadata.png", "feature_auc.png", "pairs.png"):
+    for name in ("audit.md", "groups.csv", "pairs.csv", "metadata.png", "feature_auc.png", "pairs.png", "spectra.png"):
         assert (out / name).exists(), name
 
 
