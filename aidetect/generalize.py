@@ -206,7 +206,8 @@ def plot_recipes(table: pd.DataFrame):
     for ax, (metric, title) in zip(axes, metrics.items(), strict=True):
         ax.barh(y, table[f"unseen_{metric}"], color="tab:orange", label="unseen generators")
         ax.plot(table[f"seen_{metric}"], y, "k|", ms=14, mew=2, label="seen generators")
-        for i, v in enumerate(table[f"unseen_{metric}"]): ax.text(v + 0.01, i, f"{v:.2f}", va="center", fontsize=8)
+        for i, v in enumerate(table[f"unseen_{metric}"]):
+            ax.text(0.02, i, f"{v:.2f}", va="center", fontsize=8, color="white", fontweight="bold")
         ax.set(xlim=(0, 1.1), title=title); ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, [f"{r.recipe}\n{r.train_img_per_s:.0f} img/s" for r in table.itertuples()])
     axes[0].invert_yaxis()

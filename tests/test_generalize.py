@@ -50,6 +50,7 @@ def test_generalize_notebook_compares_recipes(tmp_path, tiny_demo):
     assert (params["input"], params["epochs"]) == ("npr", 1)
     trained = (tmp_path / "rec/npr/nearest/best.safetensors").stat().st_mtime_ns
     from aidetect.generalize import compare_recipes  # the function under the notebook, run again: nothing to train
-    again = compare_recipes(recipes, str(tiny_demo), [["nearest"]], None, tiny, str(tmp_path / "rec"), "cpu")
+    again = compare_recipes(recipes, str(tiny_demo), [["nearest"]], overrides=tiny, out_dir=str(tmp_path / "rec"),
+                            device="cpu")
     assert again.recipe.tolist() == table.recipe.tolist() and (again.unseen_auc - table.unseen_auc).abs().max() < 1e-9
     assert (tmp_path / "rec/npr/nearest/best.safetensors").stat().st_mtime_ns == trained

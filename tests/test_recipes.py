@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ["npr", "highpass", "cnndetection", "commfor"]  # params/demo.yaml: make demo and the papermill tests
+RECIPES = ["npr", "highpass", "cnndetection", "commfor"]  # params/demo.yaml: what make demo trains
 LARGE = ["univfd"]  # CLIP ViT-L/14, 303M parameters: minutes on a CPU, run with AIDETECT_LARGE_RECIPES=1
 
 
