@@ -78,6 +78,8 @@ class TrainConfig(BaseModel):
     "Side of the model's input, in pixels"
     crop_mode: Literal["crop", "resize"] = "crop"
     "'crop' keeps pixels (and generation traces); 'resize' rescales"
+    input: Literal["rgb", "npr", "highpass"] = "rgb"
+    "What the network is fed, inside the model: the image, its NPR residual or SRM high-pass residuals"
     epochs: int = Field(10, gt=0)
     "Passes over the training images"
     batch_size: int = Field(32, gt=0)
@@ -138,6 +140,8 @@ class TrainConfig(BaseModel):
     def _combinations(self) -> TrainConfig:
         for name in ("aug_blur", "aug_jpeg"):
             if getattr(self, name) and self.cache == "off": raise ValueError(f"{name}: needs the cache (cache='off')")
+        if self.input == "npr" and self.img_size % 2:
+            raise ValueError(f"input: 'npr' pairs the pixels of 2x2 blocks: img_size must be even, got {self.img_size}")
         if self.cache == "device" and get_device(self.device).type != "cuda":
             raise ValueError("cache: 'device' decodes JPEGs on the GPU (nvJPEG) and there is no CUDA device here; "
                              "use cache='auto' (decode once on the CPU) or 'off'")

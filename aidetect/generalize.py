@@ -17,12 +17,15 @@ import pandas as pd
 
 from .data import ai_generators, read_dataset, resolve_data
 from .evaluate import evaluate_run
+from .model import read_checkpoint_meta
+from .runs import NOT_COMPARED, read_record
 from .config import TrainConfig, load_params
 from .train import fit
 from .utils import project_root, resolve_run_dir, write_json
 
 # %% auto #0
-__all__ = ['training_sets', 'generalization_summary', 'plot_generalization', 'generalize']
+__all__ = ['training_sets', 'generalization_summary', 'plot_generalization', 'generalize', 'recipe_summary', 'plot_recipes',
+           'compare_recipes']
 
 # %% ../nbs/16_generalize.ipynb #82e3a7b1
 def _listed_sets(train_generators: list, generators: list[str]) -> dict[str, list[str]]:
@@ -106,23 +109,40 @@ def _params_file(params: str | os.PathLike | None) -> list[Path]:
     if not p.is_absolute() and not p.exists() and project_root(): p = project_root() / p
     return [p]
 
+# %% ../nbs/16_generalize.ipynb #b9e6bb21
+def _same(a: dict | None, b: dict) -> bool:
+    "Whether recorded parameters `a` are `b`, apart from `out_dir` and `resume`."
+    strip = lambda d: {k: v for k, v in d.items() if k not in NOT_COMPARED}
+    return bool(a) and strip(a) == strip(json.loads(json.dumps(b, default=str)))
+
+def _run_state(cfg: TrainConfig) -> str:
+    "'finished', 'resumable' or 'new': what `cfg`'s run folder holds of the run `cfg` describes."
+    run_dir = resolve_run_dir(cfg.out_dir)
+    if _same(read_record(run_dir / "metrics.json", "params"), cfg.to_dict()): return "finished"
+    if (run_dir / "last_state.pt").exists() and (run_dir / "last.safetensors").exists():
+        try: started = read_checkpoint_meta(run_dir / "last.safetensors").get("params")
+        except ValueError: return "new"
+        if _same(started, cfg.to_dict()): return "resumable"
+    return "new"
+
 # %% ../nbs/16_generalize.ipynb #da6dbb30
 def _train_and_test(name: str, chosen: list[str], base: TrainConfig, folder: Path, data: str, split: str,
                     device: str, progress: bool) -> list[dict]:
-    "Train the model of training set `name` (generators `chosen`) and test it per generator: its rows."
+    "Train the model of training set `name` (generators `chosen`) unless finished, and test it per generator: its rows."
     cfg = TrainConfig.from_dict({**base.to_dict(), "train_generators": chosen, "out_dir": str(folder / _slug(name))})
-    fit(cfg, progress=progress)
+    if (state := _run_state(cfg)) != "finished":
+        fit(TrainConfig.from_dict({**cfg.to_dict(), "resume": state == "resumable"}), progress=progress)
     result = evaluate_run(str(resolve_run_dir(cfg.out_dir)), str(data), split, device=device, by="generator")
     return [dict(train_set=name, test_generator=r["generator"], seen=r["generator"] in chosen,
                  **{k: r[k] for k in ("n", "ap", "auc", "acc", "acc_threshold", "real_acc", "fake_acc")})
             for r in result["by_generator"]]
 
 # %% ../nbs/16_generalize.ipynb #1d25af37
-def _write_matrix(folder: Path, table: pd.DataFrame, data: str, split: str, sets: dict):
+def _write_matrix(folder: Path, table: pd.DataFrame, data: str, split: str, sets: dict, params: dict):
     "generalize.csv, generalize.json (the summary) and the heatmaps of accuracy, AP and AI accuracy in `folder`."
     import matplotlib.pyplot as plt
     table.to_csv(folder / "generalize.csv", index=False)
-    write_json(folder / "generalize.json", {"data": str(data), "split": split, "sets": sets,
+    write_json(folder / "generalize.json", {"data": str(data), "split": split, "sets": sets, "params": params,
                                          **generalization_summary(table)})
     for metric in ("acc", "ap", "fake_acc"):
         name = "generalize.png" if metric == "acc" else f"generalize_{metric}.png"
@@ -138,11 +158,83 @@ def generalize(data: str = "demo",                          # 'demo' or a datase
                device: str = "auto",                        # 'auto', 'cpu', 'cuda', ...
                progress: bool = False,                      # progress bars while training
               ) -> pd.DataFrame:
-    "Train one model per training set and test each on every generator; write generalize.csv and the heatmap."
+    "Train one model per training set (unless finished) and test each on every generator; write matrix and heatmaps."
     folder = resolve_run_dir(out_dir)
     sets = training_sets(ai_generators(read_dataset(resolve_data(data))), train_generators)
     base = load_params(_params_file(params), {**(overrides or {}), "data": str(data), "device": device})
     table = pd.DataFrame([row for name, chosen in sets.items()
                           for row in _train_and_test(name, chosen, base, folder, data, split, device, progress)])
-    _write_matrix(folder, table, data, split, sets)
+    _write_matrix(folder, table, data, split, sets, base.to_dict())
+    return table
+
+# %% ../nbs/16_generalize.ipynb #8db48847
+def _recipes(recipes: list | dict, params: str | None) -> dict[str, tuple[str | None, dict]]:
+    "Name → (parameter file, parameters over it) of each recipe: a YAML file, or name → file or dict."
+    if isinstance(recipes, (list, tuple)):
+        if not all(isinstance(r, (str, os.PathLike)) for r in recipes):
+            raise ValueError(f"recipes: a list holds YAML files; give recipes of parameters as a dict, got {recipes!r}")
+        recipes = {Path(r).stem: str(r) for r in recipes}
+    if not isinstance(recipes, dict) or not recipes:
+        raise ValueError(f"recipes: expected YAML files or name → file or parameters, got {recipes!r}")
+    out = {}
+    for name, r in recipes.items():
+        if not isinstance(r, (str, os.PathLike, dict)):
+            raise ValueError(f"recipes: {name!r} must be a YAML file or a dict of parameters, got {r!r}")
+        out[str(name)] = (str(r), {}) if isinstance(r, (str, os.PathLike)) else (params, dict(r))
+    return out
+
+# %% ../nbs/16_generalize.ipynb #74838e28
+def recipe_summary(name: str, folder: str | os.PathLike) -> dict:
+    "One recipe's row: mean AUC, AP and AI images caught on seen and unseen generators, and its train img/s."
+    folder = Path(folder)
+    summary = read_record(folder / "generalize.json")
+    if not summary: raise FileNotFoundError(f"{folder / 'generalize.json'} is missing: the recipe {name!r} has not run")
+    speeds = [read_record(folder / _slug(s) / "run.json").get("train_img_per_s") for s in summary["sets"]]
+    row = {"recipe": name}
+    for metric in ("auc", "ap", "fake_acc", "acc"):
+        row.update({f"seen_{metric}": summary[f"seen_{metric}"], f"unseen_{metric}": summary[f"unseen_{metric}"]})
+    return {**row, "train_img_per_s": float(np.mean(speeds)) if None not in speeds else float("nan"),
+            "n_sets": len(summary["sets"]), "folder": str(folder)}
+
+# %% ../nbs/16_generalize.ipynb #e3f22155
+def plot_recipes(table: pd.DataFrame):
+    "Bars of each recipe's mean AUC, AP and share of AI images caught on unseen generators, ticks on seen ones."
+    import matplotlib.pyplot as plt
+    metrics = {"auc": "ROC-AUC", "ap": "AP", "fake_acc": "AI images caught"}
+    fig, axes = plt.subplots(1, 3, figsize=(11, 0.45 * len(table) + 1.8), sharey=True)
+    y = np.arange(len(table))
+    for ax, (metric, title) in zip(axes, metrics.items(), strict=True):
+        ax.barh(y, table[f"unseen_{metric}"], color="tab:orange", label="unseen generators")
+        ax.plot(table[f"seen_{metric}"], y, "k|", ms=14, mew=2, label="seen generators")
+        for i, v in enumerate(table[f"unseen_{metric}"]):
+            ax.text(0.02, i, f"{v:.2f}", va="center", fontsize=8, color="white", fontweight="bold")
+        ax.set(xlim=(0, 1.1), title=title); ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, [f"{r.recipe}\n{r.train_img_per_s:.0f} img/s" for r in table.itertuples()])
+    axes[0].invert_yaxis()
+    axes[-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle("Recipes across generators: mean over unseen generators (bars), over seen ones (ticks)")
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/16_generalize.ipynb #498d2bcf
+def compare_recipes(recipes: list | dict,             # YAML files, or name → file or dict of parameters
+                    data: str = "demo",               # 'demo' or a dataset folder whose table names generators
+                    train_generators: str | list = "leave_one_out",  # 'each', 'leave_one_out', a list, lists
+                    split: str = "test",              # the labelled split every model is tested on
+                    params: str | None = None,        # YAML file under the recipes given as parameters
+                    overrides: dict | None = None,    # parameters that win over every recipe (epochs, seed)
+                    out_dir: str = "outputs/recipes", # one generalize folder per recipe, and recipes.csv
+                    device: str = "auto",             # 'auto', 'cpu', 'cuda', ...
+                    progress: bool = False,           # progress bars while training
+                   ) -> pd.DataFrame:
+    "Run the cross-generator protocol for each recipe; write recipes.csv and recipes.png comparing them."
+    import matplotlib.pyplot as plt
+    folder, rows = resolve_run_dir(out_dir), []
+    for name, (file, extra) in _recipes(recipes, params).items():
+        generalize(data, train_generators, split, file, {**extra, **(overrides or {})}, str(folder / _slug(name)),
+                   device, progress)
+        rows.append(recipe_summary(name, folder / _slug(name)))
+        pd.DataFrame(rows).to_csv(folder / "recipes.csv", index=False)  # what is done so far, after each recipe
+    table = pd.DataFrame(rows)
+    fig = plot_recipes(table); fig.savefig(folder / "recipes.png", dpi=110); plt.close(fig)
     return table

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+import torch.nn.functional as F
 from fastcore.basics import patch
 from PIL import Image
 from safetensors import SafetensorError
@@ -26,8 +27,9 @@ from .preprocess import Preprocess
 from .utils import atomic_write, autocast, get_device, memory_format
 
 # %% auto #0
-__all__ = ['check_arch', 'create_detector', 'tensors_sha256', 'save_checkpoint', 'read_checkpoint_meta', 'checkpoint_path',
-           'load_weights', 'load_checkpoint', 'freeze_backbone', 'train_mode', 'prob_to_label', 'Detector']
+__all__ = ['INPUTS', 'check_arch', 'NPR', 'HighPass', 'WithInput', 'input_transform', 'create_detector', 'tensors_sha256',
+           'save_checkpoint', 'read_checkpoint_meta', 'checkpoint_path', 'load_weights', 'load_checkpoint',
+           'freeze_backbone', 'train_mode', 'prob_to_label', 'Detector']
 
 # %% ../nbs/07_model.ipynb #f828c867
 def check_arch(arch: str) -> str:
@@ -37,6 +39,53 @@ def check_arch(arch: str) -> str:
         hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models() for the choices"
         raise ValueError(f"arch: {arch!r} is not a timm model{hint}")
     return arch
+
+# %% ../nbs/07_model.ipynb #b9072e00
+INPUTS = ("rgb", "npr", "highpass")  # what the network is fed: the image, or one of two residuals of it
+
+# %% ../nbs/07_model.ipynb #35023f9d
+class NPR(torch.nn.Module):
+    "Neighbouring pixel relationships (Tan et al., CVPR 2024): (x - up(down(x))) * 2/3, nearest, factor 2."
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % 2 or w % 2: raise ValueError(f"input 'npr' needs an even image size, got {h}x{w}")
+        down = F.interpolate(x, scale_factor=0.5, mode="nearest")
+        return (x - F.interpolate(down, scale_factor=2.0, mode="nearest")) * (2 / 3)
+
+# %% ../nbs/07_model.ipynb #e2a1e656
+_SRM = [([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]], 2),
+        ([[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]], 4),
+        ([[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]], 12)]
+
+class HighPass(torch.nn.Module):
+    "The three fixed SRM high-pass filters, each over R+G+B, on the mirrored image: three residual channels."
+    def __init__(self):
+        super().__init__()
+        kernels = torch.stack([torch.tensor(k, dtype=torch.float32) / q for k, q in _SRM])  # 3x5x5
+        self.register_buffer("weight", kernels[:, None].expand(3, 3, 5, 5).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), self.weight)
+
+# %% ../nbs/07_model.ipynb #c3c9f49c
+class WithInput(torch.nn.Module):
+    "A network fed through a fixed input transform; the network's attributes (classifier, data config) read through."
+    def __init__(self, transform: torch.nn.Module, net: torch.nn.Module):
+        super().__init__()
+        self.transform, self.net = transform, net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor: return self.net(self.transform(x))
+
+    def __getattr__(self, name: str):
+        try: return super().__getattr__(name)
+        except AttributeError: return getattr(super().__getattr__("net"), name)
+
+# %% ../nbs/07_model.ipynb #d0fbb328
+def input_transform(input: str = "rgb") -> torch.nn.Module | None:
+    "The fixed transform in front of the network for `input` (one of `INPUTS`): None for 'rgb'."
+    if input not in INPUTS: raise ValueError(f"input: {input!r} is not one of {', '.join(INPUTS)}")
+    if input == "rgb": return None
+    return NPR() if input == "npr" else HighPass()
 
 # %% ../nbs/07_model.ipynb #563c7a94
 _NESTED = ("state_dict_ema", "model_ema", "state_dict", "model")  # where training scripts nest weights (as timm)
@@ -64,10 +113,13 @@ def _local_weights(pretrained) -> Path:
                                 ".pth state dict, 'hub' to download (online), or nothing for random init")
     return path
 
-def create_detector(arch: str, pretrained: str | os.PathLike | None = None, num_classes: int = len(CLASSES),
-                    **kwargs) -> torch.nn.Module:
-    "A timm `arch` classifier with `num_classes` outputs, randomly initialised or from `pretrained` weights."
-    check_arch(arch)
+def _size_kwargs(arch: str, img_size: int | None) -> dict:
+    "timm's `img_size` for an `arch` whose input size is fixed (a ViT's position embeddings), else nothing."
+    cfg = timm.get_pretrained_cfg(arch)
+    return {"img_size": img_size} if img_size and getattr(cfg, "fixed_input_size", False) else {}
+
+def _timm_model(arch: str, pretrained, num_classes: int, **kwargs) -> torch.nn.Module:
+    "timm's `arch`, randomly initialised or from `pretrained` weights ('hub' or a local file)."
     if not pretrained: return timm.create_model(arch, num_classes=num_classes, **kwargs)
     if str(pretrained) == "hub":
         try: return timm.create_model(arch, pretrained=True, num_classes=num_classes, **kwargs)
@@ -77,6 +129,14 @@ def create_detector(arch: str, pretrained: str | os.PathLike | None = None, num_
     weights = _weights_state_dict(_local_weights(pretrained))  # read here, so timm never unpickles the file
     return timm.create_model(arch, pretrained=True, num_classes=num_classes,
                              pretrained_cfg_overlay=dict(state_dict=weights), **kwargs)
+
+def create_detector(arch: str, pretrained: str | os.PathLike | None = None, num_classes: int = len(CLASSES),
+                    input: str = "rgb", img_size: int | None = None, **kwargs) -> torch.nn.Module:
+    "A timm `arch` classifier with `num_classes` outputs, fed the `input` representation, from `pretrained` weights."
+    check_arch(arch)
+    transform = input_transform(input)
+    model = _timm_model(arch, pretrained, num_classes, **_size_kwargs(arch, img_size), **kwargs)
+    return model if transform is None else WithInput(transform, model)
 
 # %% ../nbs/07_model.ipynb #3b9a5f5b
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -135,9 +195,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     "Rebuild the model saved at `path` (a file or a run folder) and return it in eval mode with its metadata."
     path = checkpoint_path(path)
     meta = read_checkpoint_meta(path)
-    model = create_detector(meta["arch"], num_classes=len(meta.get("classes", CLASSES)))
+    model = create_detector(meta["arch"], num_classes=len(meta.get("classes", CLASSES)), input=meta.get("input", "rgb"),
+                            img_size=meta.get("preprocess", {}).get("img_size"))
     try: model.load_state_dict(load_weights(path))
-    except RuntimeError as e: raise ValueError(f"{path} does not fit arch {meta['arch']!r}: {e}") from e
+    except RuntimeError as e:
+        fed = meta.get("input", "rgb")
+        raise ValueError(f"{path} does not fit arch {meta['arch']!r} fed input {fed!r}: {e}") from e
     return model.to(device).eval(), meta
 
 # %% ../nbs/07_model.ipynb #c59e14e1

@@ -183,8 +183,8 @@ def _prepare_data(cfg: TrainConfig, run_dir: Path, rank: int, progress: bool, ti
 
 # %% ../nbs/15_train.ipynb #d3f14847
 def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> tuple[torch.nn.Module, Preprocess]:
-    "The timm model on `device` and the `Preprocess` that goes with it."
-    model = create_detector(cfg.arch, cfg.pretrained or None)
+    "The timm model (behind its input transform) on `device` and the `Preprocess` that goes with it."
+    model = create_detector(cfg.arch, cfg.pretrained or None, input=cfg.input, img_size=cfg.img_size)
     if cfg.freeze_backbone: freeze_backbone(model)
     if cfg.sync_bn and world > 1:
         if device.type != "cuda": raise ValueError("sync_bn needs CUDA")
@@ -255,8 +255,8 @@ def _parallel(cfg: TrainConfig, model: torch.nn.Module, world: int, device: torc
 # %% ../nbs/15_train.ipynb #86b656db
 def _checkpoint_meta(cfg: TrainConfig, preprocess: Preprocess, run_dir: Path) -> dict:
     "What every checkpoint of the run carries: how to rebuild and feed the model, and the parameters."
-    return dict(arch=cfg.arch, classes=list(CLASSES), preprocess=preprocess.to_dict(), params=cfg.to_dict(),
-                run_id=run_dir.name)
+    return dict(arch=cfg.arch, input=cfg.input, classes=list(CLASSES), preprocess=preprocess.to_dict(),
+                params=cfg.to_dict(), run_id=run_dir.name)
 
 # %% ../nbs/15_train.ipynb #5c8b87b5
 def _run_loader(cfg: TrainConfig, preprocess: Preprocess, cache, device: torch.device, rank: int,
