@@ -28,9 +28,9 @@ from .spectra import generator_spectra, plot_spectra
 from .utils import cache_dir, read_json, resolve_run_dir, write_json
 
 # %% auto #0
-__all__ = ['SHORTCUT_THRESHOLD', 'LEAD_AUC', 'AUDIT_VERSION', 'audit_folds', 'oof_target_encode', 'feature_aucs', 'shortcut_auc',
-           'shortcut_warning', 'table_key', 'metadata_result', 'metadata_audit', 'audit_warning', 'plot_feature_aucs',
-           'write_report', 'audit']
+__all__ = ['MIN_FEATURE_VALUES', 'SHORTCUT_THRESHOLD', 'LEAD_AUC', 'AUDIT_VERSION', 'audit_folds', 'oof_target_encode',
+           'feature_aucs', 'shortcut_auc', 'shortcut_warning', 'table_key', 'metadata_result', 'metadata_audit',
+           'audit_warning', 'plot_feature_aucs', 'write_report', 'audit']
 
 # %% ../nbs/06_audit.ipynb #ddaef1fb
 def audit_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -73,6 +73,13 @@ def _direction(x: pd.Series, y: np.ndarray, numeric: bool, rank: float) -> str:
     return f"ai: {diff.idxmax() or '(none)'}, human: {diff.idxmin() or '(none)'}"
 
 # %% ../nbs/06_audit.ipynb #70f8aa84
+MIN_FEATURE_VALUES = 5  # a number fewer images than this have (one JPEG's quality among PNGs) estimates nothing
+
+def _few_values(x: pd.Series, numeric: bool) -> str | None:
+    "Why a feature's AUC is no estimate: too few images have a value for it; None when enough do."
+    n = int(x.notna().sum())
+    if numeric and 0 < n < MIN_FEATURE_VALUES: return f"too few values to estimate ({n} of {len(x)} images have one)"
+
 def feature_aucs(meta: pd.DataFrame, y, folds) -> pd.DataFrame:
     "How well each metadata feature alone separates the classes: `auc` = max(max(auc_rank, 1 - auc_rank), auc_binned)."
     y, rows = np.asarray(y), []
@@ -81,7 +88,8 @@ def feature_aucs(meta: pd.DataFrame, y, folds) -> pd.DataFrame:
         rank = float(roc_auc_score(y, x.astype(float).fillna(-1))) if numeric else 0.5
         binned = float(roc_auc_score(y, oof_target_encode(_codes(x), y, folds)))
         rows.append(dict(name=name, auc=round(max(rank, 1 - rank, binned), 4), auc_rank=round(rank, 4),
-                         auc_binned=round(binned, 4), direction=_direction(x, y, numeric, rank)))
+                         auc_binned=round(binned, 4),
+                         direction=_few_values(x, numeric) or _direction(x, y, numeric, rank)))
     return pd.DataFrame(rows).sort_values("auc", ascending=False, kind="stable", ignore_index=True)
 
 # %% ../nbs/06_audit.ipynb #4d7c1a05

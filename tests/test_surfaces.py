@@ -2,16 +2,19 @@
 Vertex AI jobs (every typed word reaches the job literally; the printed YAML holds only the spec), sweeps (a
 finished run is never deleted; one sweep of a name at a time; list-valued and relative-path parameters), the
 dataset audit (odd files are listed, files outside the dataset are not read), the leaderboard and image decoding."""
+import contextlib
+import fcntl
+import io
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from aidetect.cli import main
 from aidetect.vertex import expand_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +29,14 @@ def aidetect(*argv: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.C
 
 
 def vertex_dry_run(*argv: str) -> subprocess.CompletedProcess:
-    return aidetect("vertex", *argv, "--dry-run", "--bucket", "gs://bkt", "--image", "img")
+    """`aidetect vertex ARGV... --dry-run` through the CLI's `main` in this process (what it prints, and its exit
+    status and message as the console script gives them): a dry run starts nothing, so no process is under test."""
+    argv = ["vertex", *argv, "--dry-run", "--bucket", "gs://bkt", "--image", "img"]
+    out, code, err = io.StringIO(), 0, ""
+    try:
+        with contextlib.redirect_stdout(out): main(argv)
+    except SystemExit as e: code, err = 1, str(e.code)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err)
 
 
 def test_vertex_job_gets_every_typed_word_literally():
@@ -57,20 +67,18 @@ def test_vertex_dry_run_refuses_a_display_name_that_would_break_the_yaml():
 @pytest.fixture(scope="module")
 def generator_sweep(tiny_demo, tmp_path_factory):
     """`aidetect sweep` over two generators (a list-valued parameter) with the data folder given relative to the
-    folder the command runs in; while it runs, a second call of the same sweep; after it, a call with another
-    fixed parameter (epochs). Returns the sweep folder and the three finished processes."""
+    folder the command runs in; then a call while another process holds the sweep, and a call with another fixed
+    parameter (epochs). Returns the sweep folder and the three finished processes."""
     d = tmp_path_factory.mktemp("generator-sweep")
     (d / "tiny.yaml").write_text(f"data: {os.path.relpath(tiny_demo, d)}\narch: test_resnet\nimg_size: 32\n"
                                  "batch_size: 8\nwandb_mode: disabled\n")
     argv = ["sweep", "-f", "tiny.yaml", "-p", "train_generators", "nearest,bilinear", "-p", "lr", "3e-3", "--name",
             "s", "--jobs", "2", "--out-dir", str(d / "sweeps"), "--notebook", str(ROOT / "nbs/train.ipynb")]
-    first = subprocess.Popen([sys.executable, "-c", "from aidetect.cli import console; console()", *argv, "-p",
-                              "epochs", "1"], cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not (d / "sweeps/s/sweep.json").exists() and first.poll() is None: time.sleep(0.2)
-    second = aidetect(*argv, "-p", "epochs", "1", cwd=d)
-    out, err = first.communicate(timeout=600)
-    first = subprocess.CompletedProcess(first.args, first.returncode, out, err)
+    first = aidetect(*argv, "-p", "epochs", "1", cwd=d)
     mtimes = {p: p.stat().st_mtime_ns for p in (d / "sweeps/s").rglob("*") if p.is_file()}
+    with open(d / "sweeps/s/.sweep.lock", "a") as lock:  # held as a running call of the sweep holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = aidetect(*argv, "-p", "epochs", "1", cwd=d)
     third = aidetect(*argv, "-p", "epochs", "2", cwd=d)
     assert mtimes == {p: p.stat().st_mtime_ns for p in (d / "sweeps/s").rglob("*") if p.is_file()}, "files changed"
     return d / "sweeps/s", first, second, third
@@ -205,8 +213,7 @@ def test_pretrained_pth_is_never_unpickled_beyond_tensors(tiny_demo, tmp_path):
 
 def test_vertex_sweep_of_a_list_parameter_plans_one_job_per_training_set():
     from aidetect.vertex import plan_jobs
-    done = aidetect("vertex", "sweep", "-p", "train_generators", "nearest,bilinear", "--dry-run", "--bucket", "gs://bkt",
-                    "--image", "img")
+    done = vertex_dry_run("sweep", "-p", "train_generators", "nearest,bilinear")
     assert done.returncode == 0, done.stderr[-3000:]
     specs = list(yaml.safe_load_all(done.stdout))
     runs = [expand_line(s["workerPoolSpecs"][0]["containerSpec"]["command"][2])[1] for s in specs]
