@@ -7,7 +7,6 @@ Docs: https://aidetect.github.io/aidetect/robustness.html.md"""
 # %% ../nbs/12_robustness.ipynb #8501ba75
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from PIL import Image, ImageFilter
 from .data import load_image
 from .evaluate import classification_metrics, labelled_split
 from .model import Detector
+from .preprocess import reencode
 from .utils import io_threads
 
 # %% auto #0
@@ -42,11 +42,6 @@ def _check(kind: str, strength: float) -> tuple[str, float]:
     return kind, float(strength)
 
 # %% ../nbs/12_robustness.ipynb #1a4e8fda
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-
 def _downscale(img: Image.Image, factor: float) -> Image.Image:
     w, h = img.size
     return img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BICUBIC)
@@ -59,7 +54,7 @@ def _noise(img: Image.Image, sigma: float, seed: int) -> Image.Image:
 def perturb(img: Image.Image, kind: str, strength: float, seed: int = 0) -> Image.Image:
     "`img` (RGB) after the perturbation `kind` at `strength`; `seed` fixes the noise of 'noise'."
     kind, strength = _check(kind, strength)
-    if kind == "jpeg": return _jpeg(img, int(strength))
+    if kind == "jpeg": return reencode(img, ("jpeg", int(strength)))  # as `prepare --reencode` does
     if kind == "blur": return img.filter(ImageFilter.GaussianBlur(strength))
     if kind == "downscale": return _downscale(img, strength)
     if kind == "noise": return _noise(img, strength, seed)

@@ -7,7 +7,6 @@ Docs: https://aidetect.github.io/aidetect/trust.html.md"""
 # %% ../nbs/14b_trust.ipynb #c9825d7a
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import replace
 
@@ -16,7 +15,7 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 from .data import to_rgb
-from .preprocess import Preprocess
+from .preprocess import Preprocess, reencode
 from .profile import image_stats
 
 # %% auto #0
@@ -85,14 +84,9 @@ def threshold_band(labels, probs, threshold: float, risk: float = 0.01, max_unsu
 # %% ../nbs/14b_trust.ipynb #7d1d8bc5
 STABILITY_VARIANTS = (("jpeg", 90), ("sharpen", 100), ("shift", 4))
 
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=int(quality))
-    with Image.open(io.BytesIO(buf.getvalue())) as out: return out.convert("RGB")
-
 def variant(img: Image.Image, kind: str, amount: float, crop: int = 0) -> Image.Image:
     "`img` (RGB) as JPEG (`amount`: quality), rescaled (factor), sharpened (percent) or cropped `amount` px further in."
-    if kind == "jpeg": return _jpeg(img, amount)
+    if kind == "jpeg": return reencode(img, ("jpeg", int(amount)))
     if kind == "sharpen": return img.filter(ImageFilter.UnsharpMask(radius=1.5, percent=int(amount), threshold=0))
     if kind == "rescale":
         w, h = img.size
