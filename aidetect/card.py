@@ -51,25 +51,24 @@ def dataset_counts(df: pd.DataFrame) -> dict:
                 generators={str(g): int(n) for g, n in df.generator.value_counts().sort_index().items()})
 
 # %% ../nbs/14c_card.ipynb #29a19adc
-def _val_unstable(model, meta: dict, paths: list, batch_size: int = 128) -> np.ndarray:
+def _val_unstable(checkpoint: Path, paths: list, batch_size: int = 128) -> np.ndarray:
     "Which validation images the stability check marks (their label flips under a re-encoding)."
     from aidetect.data import load_image
     from aidetect.model import Detector
-    from aidetect.preprocess import Preprocess
     from aidetect.trust import STABILITY_VARIANTS, _probs_by_variant
-    detector = Detector(model, Preprocess.from_dict(meta["preprocess"]), meta, "cpu")
+    detector = Detector.load(checkpoint)  # on the GPU where training had one: this runs at the end of every training
     fn = lambda x: detector.probs(torch.from_numpy(x)).numpy()
     probs = _probs_by_variant(fn, detector.preprocess, [load_image(p) for p in paths], STABILITY_VARIANTS, batch_size)
     labels = probs >= detector.threshold
     return (labels[:, 1:] != labels[:, :1]).any(1)
 
-def _trust(run_dir: Path, model, meta: dict) -> dict | None:
+def _trust(run_dir: Path, meta: dict) -> dict | None:
     "The trust settings fitted on the run's profile and validation predictions, or `None` when it lacks them."
     val = run_dir / "predictions_val.csv"
     if not (run_dir / "reference_profile.json").exists() or not val.exists(): return None
     features, _ = read_reference_profile(run_dir)
     val = pd.read_csv(val)
-    unstable = _val_unstable(model, meta, val.path.tolist())
+    unstable = _val_unstable(checkpoint_path(run_dir), val.path.tolist())
     return fit_trust(features, val.label, val.prob_ai, float(meta.get("threshold", 0.5)), val_unstable=unstable)
 
 # %% ../nbs/14c_card.ipynb #c27d961a
@@ -115,7 +114,7 @@ def write_card(run_dir: str | os.PathLike, train_df: pd.DataFrame | None = None,
     if train_df is None or val_df is None: train_df, val_df = _run_tables(run_dir, meta)
     train_df, val_df = (_named_generators(t, meta) for t in (train_df, val_df))  # a cache's table has none
     card = build_card(run_dir, train_df, val_df, data)
-    trust = _trust(run_dir, model, meta)
+    trust = _trust(run_dir, meta)
     save_checkpoint(path, model, {**meta, "card": card, **({"trust": trust} if trust else {})})
     old = read_json(run_dir / "card.json") or {}
     write_json(run_dir / "card.json", {**card, "trust": trust, "evaluations": old.get("evaluations", {})})
