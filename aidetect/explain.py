@@ -129,11 +129,11 @@ def composite_iou(detector: Detector, n: int = 50, size: int = 256, rect: tuple[
                   stride: int | None = None, quality: int | None = 90) -> list[dict]:
     "Per composite (`n`, saved as JPEG `quality`): its generator, IoU of the above-threshold map with the rectangle."
     from aidetect.synthetic import real_photos
-    from aidetect.trust import _jpeg
+    from aidetect.preprocess import reencode
     rng, photos, rows = np.random.default_rng(seed), real_photos(), []
     for _ in range(n):
         img, box, gen = make_composite(photos[rng.integers(len(photos))], rng, size, rect)
-        img = _jpeg(img, quality) if quality else img
+        img = reencode(img, ("jpeg", quality)) if quality else img
         pm = patch_map(detector, img, stride)
         above = pixel_map(pm) >= pm["threshold"]
         rows.append(dict(generator=gen, iou=mask_iou(above, box), verdict=map_verdict(pm),
