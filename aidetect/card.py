@@ -20,7 +20,7 @@ from fastcore.parallel import parallel
 from .data import ai_generators, fill_generators
 from .model import checkpoint_path, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .profile import read_reference_profile
-from .trust import fit_trust
+from .trust import describe_variants, fit_trust
 from .utils import io_threads, read_json, write_json
 
 # %% auto #0
@@ -51,25 +51,27 @@ def dataset_counts(df: pd.DataFrame) -> dict:
                 generators={str(g): int(n) for g, n in df.generator.value_counts().sort_index().items()})
 
 # %% ../nbs/14c_card.ipynb #29a19adc
-def _val_unstable(checkpoint: Path, paths: list, batch_size: int = 128) -> np.ndarray:
-    "Which validation images the stability check marks (their label flips under a re-encoding)."
+def _validation_scores(checkpoint: Path, paths: list, batch_size: int = 128) -> tuple[np.ndarray, pd.DataFrame, str]:
+    "P(ai) of the validation images as they are and under each candidate variant, their features, the crop mode."
     from aidetect.data import load_image
     from aidetect.model import Detector
-    from aidetect.trust import STABILITY_VARIANTS, _probs_by_variant
+    from aidetect.trust import CANDIDATE_VARIANTS, image_features, variant_probs
     detector = Detector.load(checkpoint)  # on the GPU where training had one: this runs at the end of every training
     fn = lambda x: detector.probs(torch.from_numpy(x)).numpy()
-    probs = _probs_by_variant(fn, detector.preprocess, [load_image(p) for p in paths], STABILITY_VARIANTS, batch_size)
-    labels = probs >= detector.threshold
-    return (labels[:, 1:] != labels[:, :1]).any(1)
+    images = [load_image(p) for p in paths]
+    probs = variant_probs(fn, detector.preprocess, images, CANDIDATE_VARIANTS, batch_size)
+    return probs, pd.DataFrame([image_features(im) for im in images]), detector.preprocess.crop_mode
 
 def _trust(run_dir: Path, meta: dict) -> dict | None:
-    "The trust settings fitted on the run's profile and validation predictions, or `None` when it lacks them."
+    "The trust settings fitted on the run's profile and validation images, or `None` when it lacks them."
+    from aidetect.trust import CANDIDATE_VARIANTS
     val = run_dir / "predictions_val.csv"
     if not (run_dir / "reference_profile.json").exists() or not val.exists(): return None
     features, _ = read_reference_profile(run_dir)
     val = pd.read_csv(val)
-    unstable = _val_unstable(checkpoint_path(run_dir), val.path.tolist())
-    return fit_trust(features, val.label, val.prob_ai, float(meta.get("threshold", 0.5)), val_unstable=unstable)
+    probs, val_features, crop_mode = _validation_scores(checkpoint_path(run_dir), val.path.tolist())
+    return fit_trust(features, val.label, probs, float(meta.get("threshold", 0.5)), CANDIDATE_VARIANTS,
+                     val_features, crop_mode)
 
 # %% ../nbs/14c_card.ipynb #c27d961a
 def build_card(run_dir: str | os.PathLike, train_df: pd.DataFrame, val_df: pd.DataFrame,
@@ -171,8 +173,12 @@ def format_card(card: dict) -> str:
     lines.append("validation: " + ", ".join(f"{k} {val[k]:.4f}" for k in ("acc", "auc", "ece") if k in val))
     if trust := card.get("trust"):
         lines.append(f"unsure when: out of the training range ({100 * (1 - trust['tail']):.4g}% of training images), "
-                     f"unstable under {len(trust['variants'])} re-encodings, or within ±{trust['band']:.2f} logits "
+                     f"unstable under {describe_variants(trust['variants'])}, or within ±{trust['band']:.2f} logits "
                      "of the threshold")
+        if "val_unsure" in trust:
+            lines.append(f"  fitted on validation: {trust['val_unsure']:.1%} unsure (at most "
+                         f"{trust['val_unsure_upper']:.1%} with {trust['confidence']:.0%} confidence; target "
+                         f"{trust['target_unsure']:.0%}{'' if trust['target_met'] else ', not met'})")
     for name, ev in card.get("evaluations", {}).items():
         lines.append(f"evaluation {name} ({ev.get('at')}): " + ", ".join(
             f"{k} {v:.4f}" for k, v in ev.items() if isinstance(v, float)))

@@ -13,14 +13,17 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
+from scipy.stats import binomtest
 
 from .data import to_rgb
 from .preprocess import Preprocess, reencode
 from .profile import image_stats
 
 # %% auto #0
-__all__ = ['RANGE_FEATURES', 'STABILITY_VARIANTS', 'feature_ranges', 'range_reasons', 'threshold_band', 'variant', 'fit_trust',
-           'trust_variants', 'seen_region', 'variant_inputs', 'judge', 'assess', 'selective_metrics', 'reason_shares']
+__all__ = ['RANGE_FEATURES', 'SHARPEN_STRENGTHS', 'STABILITY_VARIANTS', 'CANDIDATE_VARIANTS', 'feature_ranges', 'range_reasons',
+           'threshold_band', 'stability_variants', 'variant', 'seen_region', 'variant_inputs', 'variant_probs',
+           'flip_rates', 'unstable', 'image_features', 'fit_trust', 'trust_variants', 'describe_variants', 'judge',
+           'assess', 'selective_metrics', 'reason_shares']
 
 # %% ../nbs/14b_trust.ipynb #34980f1e
 RANGE_FEATURES = ("width", "height", "brightness", "contrast", "sharpness")
@@ -82,7 +85,14 @@ def threshold_band(labels, probs, threshold: float, risk: float = 0.01, max_unsu
     return float(dist[order][ok[0] if len(ok) else allowed[-1]])
 
 # %% ../nbs/14b_trust.ipynb #7d1d8bc5
-STABILITY_VARIANTS = (("jpeg", 90), ("sharpen", 100), ("shift", 4))
+SHARPEN_STRENGTHS = (150, 100, 85, 70, 50)  # the unsharp masks (percent) fit_trust chooses among, strongest first
+
+def stability_variants(sharpen: int = 100) -> tuple:
+    "The stability check's re-encodings: JPEG 90, an unsharp mask of `sharpen` percent, a crop 4 px further in."
+    return (("jpeg", 90), ("sharpen", sharpen), ("shift", 4))
+
+STABILITY_VARIANTS = stability_variants()  # for a checkpoint without fitted trust settings
+CANDIDATE_VARIANTS = (("jpeg", 90), ("shift", 4), *(("sharpen", s) for s in SHARPEN_STRENGTHS))
 
 def variant(img: Image.Image, kind: str, amount: float, crop: int = 0) -> Image.Image:
     "`img` (RGB) as JPEG (`amount`: quality), rescaled (factor), sharpened (percent) or cropped `amount` px further in."
@@ -96,20 +106,7 @@ def variant(img: Image.Image, kind: str, amount: float, crop: int = 0) -> Image.
         return img.crop((s, s, img.width, img.height)) if min(img.size) - s >= max(crop, 2) else img
     raise ValueError(f"unknown stability variant {kind!r}: choose jpeg, rescale, sharpen or shift")
 
-# %% ../nbs/14b_trust.ipynb #5013cb89
-def fit_trust(features: pd.DataFrame, val_labels, val_probs, threshold: float, coverage: float = 0.999,
-              risk: float = 0.01, max_unsure: float = 0.02, variants=STABILITY_VARIANTS,
-              min_flip_rate: float = 0.25, val_unstable=None) -> dict:
-    "The settings of the checks, from training features and validation (labels, P(ai), unstable ones) at `threshold`."
-    band = threshold_band(val_labels, val_probs, threshold, risk, max_unsure, val_unstable)
-    return dict(**feature_ranges(features, coverage), band=band,
-                risk=risk, max_unsure=max_unsure, variants=[list(v) for v in variants], min_flip_rate=min_flip_rate)
-
 # %% ../nbs/14b_trust.ipynb #cd2238f5
-def trust_variants(meta: dict) -> list[tuple]:
-    "The re-encodings the stability check of a checkpoint's `meta` uses."
-    return [tuple(v) for v in (meta.get("trust") or {}).get("variants", STABILITY_VARIANTS)]
-
 def seen_region(preprocess: Preprocess, img: Image.Image, margin: int = 8) -> Image.Image:
     "What of RGB `img` the model sees (fitted; with one crop in crop mode, the centre crop and a `margin`)."
     img = replace(preprocess, reencode="").fit_size(img)  # the geometry only: eval_input re-encodes
@@ -124,11 +121,95 @@ def variant_inputs(preprocess: Preprocess, img: Image.Image, variants) -> list[n
     return [preprocess.eval_input(im).numpy()
             for im in [img, *[variant(region, *v, crop=preprocess.img_size) for v in variants]]]
 
+# %% ../nbs/14b_trust.ipynb #4df6e5b9
+def variant_probs(prob_fn, preprocess: Preprocess, images: list[Image.Image], variants,
+                  batch_size: int = 128) -> np.ndarray:
+    "N × (1 + variants) P(ai) of RGB `images`: as they are, then under each of `variants`, in batches."
+    rows, regions = [], [seen_region(preprocess, im) for im in images] if variants else []
+    for v in [None, *variants]:
+        imgs = images if v is None else [variant(im, *v, crop=preprocess.img_size) for im in regions]
+        parts = [prob_fn(np.stack([preprocess.eval_input(im).numpy() for im in imgs[s:s + batch_size]]))
+                 for s in range(0, len(imgs), batch_size)]
+        rows.append(np.concatenate(parts) if parts else np.zeros(0, np.float32))
+    return np.stack(rows, 1)
+
+# %% ../nbs/14b_trust.ipynb #e48ac721
+def flip_rates(probs, threshold: float) -> np.ndarray:
+    "Per row of `probs` (P(ai) of an image as it is, then under each variant): the share flipping its label."
+    labels = np.atleast_2d(np.asarray(probs, float)) >= threshold
+    if labels.shape[1] < 2: return np.zeros(len(labels))
+    return (labels[:, 1:] != labels[:, :1]).mean(1)
+
+def unstable(flip_rate, min_flip_rate: float = 0.25) -> np.ndarray:
+    "Whether each `flip_rate` makes an answer unstable: at least `min_flip_rate` of the variants, and at least one."
+    flip_rate = np.asarray(flip_rate, float)
+    return (flip_rate >= min_flip_rate) & (flip_rate > 0)
+
+# %% ../nbs/14b_trust.ipynb #9cf20a2f
+def image_features(img: Image.Image, fmt: str | None = None) -> dict:
+    "The features of RGB `img` the range check reads: width, height, the image statistics and the format `fmt`."
+    return {"width": img.width, "height": img.height, **image_stats(img), "format": fmt}
+
+# %% ../nbs/14b_trust.ipynb #5013cb89
+def _validation_unsure(labels, probs, threshold: float, out_of_range, min_flip_rate: float, risk: float,
+                       max_unsure: float) -> tuple[np.ndarray, float]:
+    "Which validation images end unsure with `probs` (as they are, then under one set of variants), and the band."
+    shaky = unstable(flip_rates(probs, threshold), min_flip_rate)
+    band = threshold_band(labels, probs[:, 0], threshold, risk, max_unsure, out_of_range | shaky)
+    near = np.abs(_logit(probs[:, 0]) - _logit(threshold)) < band
+    return out_of_range | shaky | near, band
+
+def _upper_bound(k: int, n: int, confidence: float) -> float:
+    return float(binomtest(k, n, alternative="less").proportion_ci(confidence).high) if n else 1.0
+
+def fit_trust(features: pd.DataFrame, val_labels, val_probs, threshold: float, variants=CANDIDATE_VARIANTS,
+              val_features: pd.DataFrame | None = None, crop_mode: str = "crop", coverage: float = 0.999,
+              risk: float = 0.01, max_unsure: float = 0.02, target_unsure: float = 0.10, confidence: float = 0.95,
+              min_flip_rate: float = 0.25) -> dict:
+    "The checks' settings from training `features` and validation: labels, P(ai) (N × 1 + `variants`) and features."
+    ranges = feature_ranges(features, coverage)
+    labels = np.asarray(val_labels, int)
+    probs = np.asarray(val_probs, float).reshape(len(labels), -1)
+    outside = np.array([bool(range_reasons(f, ranges, crop_mode)) for f in val_features.to_dict("records")]
+                       if val_features is not None else np.zeros(len(labels), bool), bool)
+    variants = [tuple(v) for v in variants] if probs.shape[1] > 1 else []
+    if probs.shape[1] != 1 + len(variants):
+        raise ValueError(f"val_probs has {probs.shape[1]} columns: 1 (the images as they are) or {1 + len(variants)} "
+                         "(and under each of `variants`) expected")
+    strengths = [s for s in SHARPEN_STRENGTHS if set(stability_variants(s)) <= set(variants)] or [None]
+    choices = []
+    for s in strengths:  # strongest first; None: no variants scored, the band alone is fitted
+        cols = [0, *(1 + variants.index(v) for v in stability_variants(s))] if s else [0]
+        unsure, band = _validation_unsure(labels, probs[:, cols], threshold, outside, min_flip_rate, risk, max_unsure)
+        upper = _upper_bound(int(unsure.sum()), len(labels), confidence)
+        choices.append(dict(sharpen=s, band=band, val_unsure=float(unsure.mean()) if len(labels) else 0.0,
+                            val_unsure_upper=upper))
+        if upper <= target_unsure: break
+    chosen = choices[-1]
+    return dict(**ranges, band=chosen["band"], risk=risk, max_unsure=max_unsure,
+                variants=[list(v) for v in stability_variants(chosen["sharpen"] or 100)], min_flip_rate=min_flip_rate,
+                target_unsure=target_unsure, confidence=confidence,
+                target_met=chosen["val_unsure_upper"] <= target_unsure, val_unsure=chosen["val_unsure"],
+                val_unsure_upper=chosen["val_unsure_upper"], stability_choices=choices)
+
+# %% ../nbs/14b_trust.ipynb #0ff61fa8
+def trust_variants(meta: dict) -> list[tuple]:
+    "The re-encodings the stability check of a checkpoint's `meta` uses."
+    return [tuple(v) for v in (meta.get("trust") or {}).get("variants", STABILITY_VARIANTS)]
+
 # %% ../nbs/14b_trust.ipynb #01e8c267
-def _unstable(flips: float, trust: dict) -> list[dict]:
-    if flips < trust.get("min_flip_rate", 0.25) or flips == 0: return []
+_VARIANT_WORDS = {"jpeg": "JPEG {:g}", "sharpen": "unsharp mask {:g}%", "shift": "crop {:g} px in",
+                  "rescale": "rescale ×{:g}"}
+
+def describe_variants(variants) -> str:
+    "The re-encodings `variants` in words."
+    return ", ".join(_VARIANT_WORDS.get(k, k + " {:g}").format(a) for k, a in variants)
+
+def _unstable(probs, threshold: float, trust: dict, variants) -> list[dict]:
+    flips = float(flip_rates(probs, threshold)[0])
+    if not unstable(flips, trust.get("min_flip_rate", 0.25)): return []
     return [dict(reason="unstable", flip_rate=round(flips, 3),
-                 detail=f"the label flips under {flips:.0%} of mild re-encodings (JPEG, sharpening, crop)")]
+                 detail=f"the label flips under {flips:.0%} of mild re-encodings ({describe_variants(variants)})")]
 
 def _near(p: float, threshold: float, band: float) -> list[dict]:
     margin = abs(float(_logit(p) - _logit(threshold)))
@@ -140,33 +221,20 @@ def judge(probs, features: dict, meta: dict, crop_mode: str = "crop") -> dict:
     "The answer for one image from P(ai) of it and of its variants (`trust_variants` order) and its `features`."
     trust, threshold = meta.get("trust") or {}, float(meta.get("threshold", 0.5))
     classes = tuple(meta.get("classes", ("human", "ai")))
-    p, labels = float(probs[0]), np.asarray(probs) >= threshold
-    flips = float((labels[1:] != labels[0]).mean()) if len(labels) > 1 else 0.0
-    fitted = "ranges" in trust
-    reasons = [*(range_reasons(features, trust, crop_mode) if fitted else []), *_unstable(flips, trust),
-               *_near(p, threshold, trust.get("band", 0.0))]
+    p, fitted = float(probs[0]), "ranges" in trust
+    reasons = [*(range_reasons(features, trust, crop_mode) if fitted else []),
+               *_unstable(probs, threshold, trust, trust_variants(meta)), *_near(p, threshold, trust.get("band", 0.0))]
     label = classes[int(p >= threshold)]
     out = dict(prob_ai=round(p, 6), label=label, verdict="unsure" if reasons else label, reasons=reasons)
     return out if fitted else {**out, "unchecked": ["out_of_range", "near_threshold"]}
 
 # %% ../nbs/14b_trust.ipynb #a2fafc95
-def _probs_by_variant(prob_fn, preprocess: Preprocess, images: list, variants, batch_size: int) -> np.ndarray:
-    "N × (1 + variants) P(ai): the images as they are, then under each variant, in batches of `batch_size`."
-    rows, regions = [], [seen_region(preprocess, im) for im in images] if variants else []
-    for v in [None, *variants]:
-        imgs = images if v is None else [variant(im, *v, crop=preprocess.img_size) for im in regions]
-        parts = [prob_fn(np.stack([preprocess.eval_input(im).numpy() for im in imgs[s:s + batch_size]]))
-                 for s in range(0, len(imgs), batch_size)]
-        rows.append(np.concatenate(parts) if parts else np.zeros(0, np.float32))
-    return np.stack(rows, 1)
-
 def assess(prob_fn, preprocess: Preprocess, images: list[Image.Image], meta: dict, formats: list | None = None,
            batch_size: int = 128) -> list[dict]:
     "For each image: P(ai), label, `verdict` ('ai', 'human' or 'unsure') and the `reasons` when unsure."
     images = [to_rgb(im) for im in images]
-    probs = _probs_by_variant(prob_fn, preprocess, images, trust_variants(meta), batch_size)
-    return [judge(probs[i], {"width": im.width, "height": im.height, **image_stats(im),
-                             "format": formats[i] if formats else None}, meta, preprocess.crop_mode)
+    probs = variant_probs(prob_fn, preprocess, images, trust_variants(meta), batch_size)
+    return [judge(probs[i], image_features(im, formats[i] if formats else None), meta, preprocess.crop_mode)
             for i, im in enumerate(images)]
 
 # %% ../nbs/14b_trust.ipynb #85ff908f

@@ -6,6 +6,7 @@ import subprocess
 from aidetect.card import read_card
 from aidetect.data import read_dataset
 from aidetect.model import read_checkpoint_meta
+from aidetect.trust import SHARPEN_STRENGTHS, stability_variants
 
 
 def test_training_writes_the_card_into_the_checkpoint(demo_run, tiny_demo):
@@ -13,7 +14,10 @@ def test_training_writes_the_card_into_the_checkpoint(demo_run, tiny_demo):
     card, df = meta["card"], read_dataset(tiny_demo)
     assert card["data"]["train"]["n"] + card["data"]["val"]["n"] == len(df)
     assert card["trained_on"] == sorted(df[df.label == 1].generator.unique())
-    assert {"ranges", "band", "variants"} <= set(meta["trust"])
+    trust = meta["trust"]
+    assert {"ranges", "band", "variants"} <= set(trust)
+    assert trust["variants"] in [[list(v) for v in stability_variants(s)] for s in SHARPEN_STRENGTHS]
+    assert trust["stability_choices"][-1]["val_unsure"] == trust["val_unsure"]  # the strength kept is the last tried
     assert read_card(demo_run)["data"]["sha256"] == card["data"]["sha256"]
 
 
