@@ -169,7 +169,7 @@ def fit_trust(features: pd.DataFrame, val_labels, val_probs, threshold: float, v
     "The checks' settings from training `features` and validation: labels, P(ai) (N × 1 + `variants`) and features."
     ranges = feature_ranges(features, coverage)
     labels = np.asarray(val_labels, int)
-    probs = np.asarray(val_probs, float).reshape(len(labels), -1)
+    probs = np.asarray(val_probs, float).reshape(len(labels), -1) if len(labels) else np.zeros((0, 1))
     outside = np.array([bool(range_reasons(f, ranges, crop_mode)) for f in val_features.to_dict("records")]
                        if val_features is not None else np.zeros(len(labels), bool), bool)
     variants = [tuple(v) for v in variants] if probs.shape[1] > 1 else []
