@@ -1,4 +1,5 @@
-"""Hostile and careless input on the newer surfaces, through the real `aidetect` console script in subprocesses:
+"""Hostile and careless input on the newer surfaces, through the real `aidetect` command line (the console script in
+a subprocess where the process is under test, its `main` in this process where only the answer is):
 Vertex AI jobs (every typed word reaches the job literally; the printed YAML holds only the spec), sweeps (a
 finished run is never deleted; one sweep of a name at a time; list-valued and relative-path parameters), the
 dataset audit (odd files are listed, files outside the dataset are not read), the leaderboard and image decoding."""
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,15 +30,28 @@ def aidetect(*argv: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout)
 
 
+def aidetect_here(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`aidetect ARGV...` through the CLI's `main` in this process, run in `cwd`: what it prints, its warnings, and
+    its exit status and message as the console script gives them. For calls whose answer, not their process, is
+    under test (`aidetect` above runs the console script itself)."""
+    out, err, code, here = io.StringIO(), io.StringIO(), 0, os.getcwd()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            if cwd: os.chdir(cwd)
+            main(list(argv))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+            if isinstance(e.code, str): err.write(e.code + "\n")
+        finally:
+            os.chdir(here)
+    return subprocess.CompletedProcess(list(argv), code, out.getvalue(),
+                                       err.getvalue() + "".join(f"{w.message}\n" for w in seen))
+
+
 def vertex_dry_run(*argv: str) -> subprocess.CompletedProcess:
-    """`aidetect vertex ARGV... --dry-run` through the CLI's `main` in this process (what it prints, and its exit
-    status and message as the console script gives them): a dry run starts nothing, so no process is under test."""
-    argv = ["vertex", *argv, "--dry-run", "--bucket", "gs://bkt", "--image", "img"]
-    out, code, err = io.StringIO(), 0, ""
-    try:
-        with contextlib.redirect_stdout(out): main(argv)
-    except SystemExit as e: code, err = 1, str(e.code)
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err)
+    """`aidetect vertex ARGV... --dry-run` in this process: a dry run starts nothing, so no process is under test."""
+    return aidetect_here("vertex", *argv, "--dry-run", "--bucket", "gs://bkt", "--image", "img")
 
 
 def test_vertex_job_gets_every_typed_word_literally():
@@ -78,8 +93,8 @@ def generator_sweep(tiny_demo, tmp_path_factory):
     mtimes = {p: p.stat().st_mtime_ns for p in (d / "sweeps/s").rglob("*") if p.is_file()}
     with open(d / "sweeps/s/.sweep.lock", "a") as lock:  # held as a running call of the sweep holds it
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        second = aidetect(*argv, "-p", "epochs", "1", cwd=d)
-    third = aidetect(*argv, "-p", "epochs", "2", cwd=d)
+        second = aidetect_here(*argv, "-p", "epochs", "1", cwd=d)  # refusals: their answer is under test
+    third = aidetect_here(*argv, "-p", "epochs", "2", cwd=d)
     assert mtimes == {p: p.stat().st_mtime_ns for p in (d / "sweeps/s").rglob("*") if p.is_file()}, "files changed"
     return d / "sweeps/s", first, second, third
 
@@ -153,8 +168,8 @@ def test_audit_goes_on_past_odd_files_and_reads_nothing_outside(odd_dataset, tmp
     assert (tmp_path / "a/metadata.png").stat().st_size > 0  # the '$\x$' camera maker drawn as text
     report = (tmp_path / "a/audit.md").read_text()
     assert "<b>" not in report and "&lt;b&gt;" in report and "\\[x\\]\\(http:e\\)" in report
-    done = aidetect("audit", str(root), "--out-dir", str(tmp_path / "b"), "--allow-outside", "--no-pairs",
-                    "--no-plots")
+    done = aidetect_here("audit", str(root), "--out-dir", str(tmp_path / "b"), "--allow-outside", "--no-pairs",
+                         "--no-plots")
     assert done.returncode == 0 and str(outside) in (tmp_path / "b/metadata.csv").read_text(), done.stderr[-3000:]
 
 
@@ -188,7 +203,7 @@ def test_runs_skips_a_metrics_json_that_is_not_a_record(tmp_path):
     for name, text in (("list", "[1, 2]"), ("params", '{"val_acc": 0.5, "params": [1]}')):
         (tmp_path / "runs" / name).mkdir()
         (tmp_path / "runs" / name / "metrics.json").write_text(text)
-    done = aidetect("runs", str(tmp_path / "runs"))
+    done = aidetect_here("runs", str(tmp_path / "runs"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "good" in done.stdout and "0.7500" in done.stdout
     assert done.stderr.count("is not a run record") == 2 and str(tmp_path / "runs/list") in done.stderr
@@ -205,9 +220,9 @@ def test_pretrained_pth_is_never_unpickled_beyond_tensors(tiny_demo, tmp_path):
     import torch
     torch.save({"model": timm.create_model("test_resnet").state_dict(), "x": Payload(tmp_path / "pwned")},
                tmp_path / "evil.pth")
-    done = aidetect("train", "-q", "-p", "data", str(tiny_demo), "-p", "arch", "test_resnet", "-p", "img_size", "32",
-                    "-p", "pretrained", str(tmp_path / "evil.pth"), "-p", "out_dir", str(tmp_path / "run"),
-                    "-p", "wandb_mode", "disabled", "-p", "audit", "false", "-p", "cache", "off")
+    done = aidetect_here("train", "-q", "-p", "data", str(tiny_demo), "-p", "arch", "test_resnet", "-p", "img_size",
+                         "32", "-p", "pretrained", str(tmp_path / "evil.pth"), "-p", "out_dir", str(tmp_path / "run"),
+                         "-p", "wandb_mode", "disabled", "-p", "audit", "false", "-p", "cache", "off")
     assert done.returncode != 0 and "refused rather than unpickled" in done.stderr, done.stderr[-3000:]
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "run/metrics.json").exists()
 
