@@ -51,27 +51,20 @@ def dataset_counts(df: pd.DataFrame) -> dict:
                 generators={str(g): int(n) for g, n in df.generator.value_counts().sort_index().items()})
 
 # %% ../nbs/14c_card.ipynb #29a19adc
-def _validation_scores(checkpoint: Path, paths: list, batch_size: int = 128) -> tuple[np.ndarray, pd.DataFrame, str]:
-    "P(ai) of the validation images as they are and under each candidate variant, their features, the crop mode."
-    from aidetect.data import load_image
-    from aidetect.model import Detector
-    from aidetect.trust import CANDIDATE_VARIANTS, image_features, variant_probs
-    detector = Detector.load(checkpoint)  # on the GPU where training had one: this runs at the end of every training
-    fn = lambda x: detector.probs(torch.from_numpy(x)).numpy()
-    images = [load_image(p) for p in paths]
-    probs = variant_probs(fn, detector.preprocess, images, CANDIDATE_VARIANTS, batch_size)
-    return probs, pd.DataFrame([image_features(im) for im in images]), detector.preprocess.crop_mode
-
 def _trust(run_dir: Path, meta: dict) -> dict | None:
     "The trust settings fitted on the run's profile and validation images, or `None` when it lacks them."
-    from aidetect.trust import CANDIDATE_VARIANTS
+    from aidetect.data import load_image
+    from aidetect.model import Detector
+    from aidetect.trust import CANDIDATE_VARIANTS, scores_and_features
     val = run_dir / "predictions_val.csv"
     if not (run_dir / "reference_profile.json").exists() or not val.exists(): return None
     features, _ = read_reference_profile(run_dir)
     val = pd.read_csv(val)
-    probs, val_features, crop_mode = _validation_scores(checkpoint_path(run_dir), val.path.tolist())
+    detector = Detector.load(checkpoint_path(run_dir))  # on the GPU where training had one: it ends every training
+    fn = lambda x: detector.probs(torch.from_numpy(x)).numpy()
+    probs, val_features = scores_and_features(fn, detector.preprocess, [load_image(p) for p in val.path])
     return fit_trust(features, val.label, probs, float(meta.get("threshold", 0.5)), CANDIDATE_VARIANTS,
-                     val_features, crop_mode)
+                     val_features, detector.preprocess.crop_mode)
 
 # %% ../nbs/14c_card.ipynb #c27d961a
 def build_card(run_dir: str | os.PathLike, train_df: pd.DataFrame, val_df: pd.DataFrame,

@@ -21,8 +21,8 @@ from .data import to_rgb
 from .utils import io_threads, write_json
 
 # %% auto #0
-__all__ = ['DRIFT_NUMERIC', 'DRIFT_CATEGORICAL', 'DRIFT_FEATURES', 'PROFILE', 'image_stats', 'image_features', 'profile_features',
-           'write_reference_profile', 'read_reference_profile']
+__all__ = ['DRIFT_NUMERIC', 'DRIFT_CATEGORICAL', 'DRIFT_FEATURES', 'PROFILE', 'image_stats', 'rgb_features', 'image_features',
+           'profile_features', 'write_reference_profile', 'read_reference_profile']
 
 # %% ../nbs/13_profile.ipynb #f4b02943
 def image_stats(img: Image.Image) -> dict:
@@ -40,13 +40,17 @@ DRIFT_FEATURES = (*DRIFT_CATEGORICAL, *DRIFT_NUMERIC)
 PROFILE = "reference_profile.json"
 
 # %% ../nbs/13_profile.ipynb #68b90325
+def rgb_features(img: Image.Image, fmt: str | None = None) -> dict:
+    "The drift features of a decoded, upright RGB `img` whose file format was `fmt`."
+    return {"format": fmt, "width": img.width, "height": img.height, **image_stats(img)}
+
 def image_features(path: str | os.PathLike) -> dict:
     "The drift features of the image file at `path`, as the service logs them for an upload of that file."
     with Image.open(path) as img:
         fmt = img.format
         img.load()
         rgb = to_rgb(img)  # upright: width and height after the EXIF rotation, as the service reports them
-    return {"format": fmt, "width": rgb.width, "height": rgb.height, **image_stats(rgb)}
+    return rgb_features(rgb, fmt)
 
 # %% ../nbs/13_profile.ipynb #6398c979
 def profile_features(paths: list, threads: int | None = None) -> pd.DataFrame:

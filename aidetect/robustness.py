@@ -74,11 +74,15 @@ def parse_grid(grid: str | list | tuple | None = None) -> list[tuple[str, float]
     return pairs
 
 # %% ../nbs/12_robustness.ipynb #9bd13073
+def _image_seed(seed: int, i: int) -> int:
+    "The noise seed of image `i` of a run with `seed`: each image its own, the same in every call."
+    return seed * 1_000_003 + i
+
 def _chunk(detector: Detector, images: list[Image.Image], start: int, kind: str, strength: float,
            seed: int, crops: int) -> torch.Tensor:
     "The preprocessed uint8 batch of `images` (numbered from `start`) after one perturbation."
     pp = detector.preprocess.with_crops(crops)
-    return torch.stack([pp.eval_input(perturb(im, kind, strength, seed * 1_000_003 + start + i))
+    return torch.stack([pp.eval_input(perturb(im, kind, strength, _image_seed(seed, start + i)))
                         for i, im in enumerate(images)])
 
 # %% ../nbs/12_robustness.ipynb #2cf1786b
@@ -141,7 +145,7 @@ def perturbed_verdicts(detector: Detector, images: list[Image.Image], grid, seed
     "The verdict of every image under every perturbation of `grid`: {(kind, strength): answers}."
     out = {}
     for kind, strength in parse_grid(grid):
-        jobs = [(im, kind, strength, seed * 1_000_003 + i) for i, im in enumerate(images)]
+        jobs = [(im, kind, strength, _image_seed(seed, i)) for i, im in enumerate(images)]
         perturbed = list(parallel(lambda job: perturb(*job), jobs, n_workers=io_threads(threads), threadpool=True))
         out[(kind, strength)] = detector.assess(perturbed, batch_size=batch_size)
     return out

@@ -17,12 +17,12 @@ from scipy.stats import binomtest
 
 from .data import to_rgb
 from .preprocess import Preprocess, reencode
-from .profile import image_stats
+from .profile import rgb_features
 
 # %% auto #0
 __all__ = ['RANGE_FEATURES', 'SHARPEN_STRENGTHS', 'STABILITY_VARIANTS', 'CANDIDATE_VARIANTS', 'feature_ranges', 'range_reasons',
            'threshold_band', 'stability_variants', 'variant', 'seen_region', 'variant_inputs', 'variant_probs',
-           'flip_rates', 'unstable', 'image_features', 'fit_trust', 'trust_variants', 'describe_variants', 'judge',
+           'flip_rates', 'unstable', 'scores_and_features', 'fit_trust', 'trust_variants', 'describe_variants', 'judge',
            'assess', 'selective_metrics', 'reason_shares']
 
 # %% ../nbs/14b_trust.ipynb #34980f1e
@@ -145,10 +145,13 @@ def unstable(flip_rate, min_flip_rate: float = 0.25) -> np.ndarray:
     flip_rate = np.asarray(flip_rate, float)
     return (flip_rate >= min_flip_rate) & (flip_rate > 0)
 
-# %% ../nbs/14b_trust.ipynb #9cf20a2f
-def image_features(img: Image.Image, fmt: str | None = None) -> dict:
-    "The features of RGB `img` the range check reads: width, height, the image statistics and the format `fmt`."
-    return {"width": img.width, "height": img.height, **image_stats(img), "format": fmt}
+# %% ../nbs/14b_trust.ipynb #e4cbc344
+def scores_and_features(prob_fn, preprocess: Preprocess, images: list[Image.Image], variants=CANDIDATE_VARIANTS,
+                        batch_size: int = 128) -> tuple[np.ndarray, pd.DataFrame]:
+    "What `fit_trust` reads of validation `images`: P(ai) as they are and under `variants`, and their features."
+    images = [to_rgb(im) for im in images]
+    probs = variant_probs(prob_fn, preprocess, images, variants, batch_size)
+    return probs, pd.DataFrame([rgb_features(im) for im in images])
 
 # %% ../nbs/14b_trust.ipynb #5013cb89
 def _validation_unsure(labels, probs, threshold: float, out_of_range, min_flip_rate: float, risk: float,
@@ -234,7 +237,7 @@ def assess(prob_fn, preprocess: Preprocess, images: list[Image.Image], meta: dic
     "For each image: P(ai), label, `verdict` ('ai', 'human' or 'unsure') and the `reasons` when unsure."
     images = [to_rgb(im) for im in images]
     probs = variant_probs(prob_fn, preprocess, images, trust_variants(meta), batch_size)
-    return [judge(probs[i], image_features(im, formats[i] if formats else None), meta, preprocess.crop_mode)
+    return [judge(probs[i], rgb_features(im, formats[i] if formats else None), meta, preprocess.crop_mode)
             for i, im in enumerate(images)]
 
 # %% ../nbs/14b_trust.ipynb #85ff908f

@@ -33,11 +33,10 @@ from aidetect.trust import (
     CANDIDATE_VARIANTS,
     SHARPEN_STRENGTHS,
     fit_trust,
-    image_features,
     judge,
+    scores_and_features,
     selective_metrics,
     stability_variants,
-    variant_probs,
 )
 
 SCORED = (*CANDIDATE_VARIANTS, ("rescale", 0.95), ("rescale", 0.9))
@@ -45,7 +44,8 @@ SCORED = (*CANDIDATE_VARIANTS, ("rescale", 0.95), ("rescale", 0.9))
 
 def _scores(detector: Detector, images: list) -> tuple[np.ndarray, list[dict]]:
     fn = lambda x: detector.probs(torch.from_numpy(x)).numpy()
-    return variant_probs(fn, detector.preprocess, images, SCORED), [image_features(im) for im in images]
+    probs, features = scores_and_features(fn, detector.preprocess, images, SCORED)
+    return probs, features.to_dict("records")
 
 
 def _columns(strength: int) -> list[int]:
